@@ -1,0 +1,2 @@
+# Copyright (c) mmdet-psbn contributors. All rights reserved.
+from . import layers  # noqa: F401

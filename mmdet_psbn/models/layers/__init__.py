@@ -1,0 +1,1 @@
+# Copyright (c) mmdet-psbn contributors. All rights reserved.

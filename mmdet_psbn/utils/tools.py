@@ -1,0 +1,82 @@
+# Copyright (c) mmdet-psbn contributors. All rights reserved.
+"""What ``tools/train.py`` and ``tools/test.py`` share.
+
+The scripts follow mmdet 3.x's ``tools/train.py`` and ``tools/test.py``;
+the difference is that every user input is checked before the Runner is
+built (see :mod:`mmdet_psbn.utils.checks`), and that a ``--launcher
+pytorch`` run also works without CUDA (see :mod:`mmdet_psbn.compat`).
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+from typing import Callable, Optional
+
+from mmengine.config import Config, DictAction
+
+from .checks import InputError, check_cfg_options, check_config_path
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings of the config, as key=value pairs; '
+        'e.g. train_dataloader.batch_size=4 "model.backbone.norm_cfg.type='
+        'psBN". A key that looks like a typo of an existing one is refused.')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    # torch.distributed.launch passes --local-rank (torch >= 2.0) or
+    # --local_rank (older); both are accepted.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def export_local_rank(args: argparse.Namespace) -> None:
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """Read ``args.config``, merge ``--cfg-options`` and set the work dir
+    as mmdet does (``./work_dirs/<config name>`` by default)."""
+    cfg = Config.fromfile(check_config_path(args.config))
+    if args.cfg_options is not None:
+        check_cfg_options(cfg, args.cfg_options)
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    return cfg
+
+
+def build_runner(cfg: Config):
+    """Build the Runner the config asks for (``runner_type``), as mmdet's
+    tools do."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    from mmdet_psbn.compat import setup_cpu_distributed
+    setup_cpu_distributed(cfg, cfg.launcher)
+    if 'runner_type' not in cfg:
+        return Runner.from_cfg(cfg)
+    return RUNNERS.build(cfg)
+
+
+def run_tool(main: Callable[[Optional[list]], None],
+             argv: Optional[list] = None) -> None:
+    """Run ``main``; an :class:`InputError` ends it with its message and
+    exit status 2 instead of a traceback."""
+    try:
+        main(argv)
+    except InputError as e:
+        prog = osp.basename(sys.argv[0]) or 'mmdet_psbn'
+        print(f'{prog}: error: {e}', file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,85 @@
+# Copyright (c) mmdet-psbn contributors. All rights reserved.
+"""Train a detector (or any mmengine model) with the psBN plugin.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--amp] [--auto-scale-lr]
+        [--resume [CHECKPOINT]] [--cfg-options k=v ...] [--launcher pytorch]
+
+Multi-GPU / multi-node: tools/dist_train.sh, tools/slurm_train.sh.
+"""
+import argparse
+
+import torch
+
+from mmdet_psbn.utils.checks import (InputError, check_checkpoint,
+                                     check_data_paths)
+from mmdet_psbn.utils.tools import (add_common_args, build_runner,
+                                    export_local_rank, load_config, run_tool)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a detector')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='enable automatic-mixed-precision training (needs CUDA)')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='scale the lr by (GPUs x images per GPU) / '
+        'auto_scale_lr.base_batch_size')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='resume from the given checkpoint, or, with no value, from the '
+        'latest checkpoint in the work dir')
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    export_local_rank(args)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = load_config(args)
+
+    if args.amp:
+        if not torch.cuda.is_available():
+            raise InputError('--amp needs CUDA (mmengine\'s AmpOptimWrapper '
+                             'uses torch.cuda.amp); drop --amp on this machine')
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+
+    if args.auto_scale_lr:
+        scale_cfg = cfg.get('auto_scale_lr') or {}
+        if 'enable' not in scale_cfg or 'base_batch_size' not in scale_cfg:
+            raise InputError(
+                '--auto-scale-lr needs auto_scale_lr = dict(enable=False, '
+                'base_batch_size=N) in the config (mmdet\'s default_runtime '
+                'has base_batch_size=16)')
+        cfg.auto_scale_lr.enable = True
+
+    if args.resume == 'auto':
+        # mmengine then resumes from work_dir/last_checkpoint if it exists.
+        cfg.resume = True
+        cfg.load_from = None
+        from mmengine.runner import find_latest_checkpoint
+        latest = find_latest_checkpoint(cfg.work_dir)
+        if latest is not None:
+            check_checkpoint(latest)
+    elif args.resume is not None:
+        check_checkpoint(args.resume)
+        cfg.resume = True
+        cfg.load_from = args.resume
+    elif cfg.get('load_from'):
+        check_checkpoint(cfg.load_from)
+
+    check_data_paths(cfg)
+    runner = build_runner(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    run_tool(main)
