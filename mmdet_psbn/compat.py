@@ -60,7 +60,9 @@ def _numpy_globals() -> List:
     }
     return [
         reconstruct, scalar, np.ndarray, np.dtype,
-        *sorted(dtype_classes, key=lambda c: c.__name__)
+        *sorted(dtype_classes, key=lambda c: c.__name__),
+        # An empty array's data pickles as bytes() (an empty HistoryBuffer).
+        bytes
     ]
 
 

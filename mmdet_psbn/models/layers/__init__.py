@@ -1,1 +1,19 @@
 # Copyright (c) mmdet-psbn contributors. All rights reserved.
+"""Post-shifted BatchNorm layers, their converters and deploy folding.
+
+Importing this package registers ``'psBN'`` and ``'psSyncBN'`` in mmengine's
+root ``MODELS`` and makes the upstream BN converters and conv-BN fusions keep
+alpha (:mod:`.upstream`).
+"""
+from .psbn import (DEFAULT_ALPHA, PostShiftedBatchNorm2d,
+                   PostShiftedSyncBatchNorm, check_alpha, convert_to_psbn,
+                   find_psbn_prefixes, fold_psbn_state_dict, is_psbn)
+from .upstream import install_upstream_patches
+
+install_upstream_patches()
+
+__all__ = [
+    'DEFAULT_ALPHA', 'PostShiftedBatchNorm2d', 'PostShiftedSyncBatchNorm',
+    'check_alpha', 'convert_to_psbn', 'find_psbn_prefixes',
+    'fold_psbn_state_dict', 'is_psbn', 'install_upstream_patches'
+]

@@ -1,0 +1,456 @@
+# Copyright (c) mmdet-psbn contributors. All rights reserved.
+r"""Post-shifted BatchNorm (psBN): the maths, the layers, the converters.
+
+Conventions: the channel count is always the first argument and ``alpha`` is
+keyword-only; every other argument is ``nn.BatchNorm2d``'s (or
+``nn.SyncBatchNorm``'s), with the same defaults.
+
+psBN is BatchNorm whose output is shifted by a constant :math:`\alpha > 0`:
+
+.. math::
+
+    y = \gamma \, \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}}
+        + \beta + \alpha
+
+Statistics, running averages, :math:`\gamma` and :math:`\beta` are exactly
+BN's; only the output moves. Weight decay pulls :math:`\gamma` and
+:math:`\beta` towards 0, hence the effective bias :math:`\beta + \alpha`
+towards :math:`\alpha > 0`. A channel that BN + ReLU has killed
+(:math:`\beta / |\gamma| \ll 0`: negative for every input, so it gets no
+gradient) feels only weight decay. Under BN, one SGD step (learning rate
+:math:`\eta`, weight decay :math:`\lambda`) scales :math:`\gamma` and
+:math:`\beta` by the same :math:`1 - \eta\lambda`, the ratio never moves and
+the channel stays dead. Under psBN the ratio
+:math:`C_t = (\beta_t + \alpha) / |\gamma_t|` grows:
+
+.. math::
+
+    C_{t+1} = C_t + \frac{\eta\lambda}{1 - \eta\lambda}
+              \frac{\alpha}{|\gamma_t|}
+
+until the channel is alive again.
+
+The shift is folded into the affine bias: BN's own forward runs once with
+:math:`\beta + \alpha` in place of :math:`\beta` (one ``batch_norm`` call, no
+extra pass over the activation; the gradient of :math:`\beta` is BN's).
+
+Note:
+    The checkpoint contract.
+
+    - Names are BN's (``weight``, ``bias``, ``running_mean``, ``running_var``,
+      ``num_batches_tracked``) plus a persistent 0-dim buffer ``alpha``, so
+      ``bn1.weight`` stays ``bn1.weight`` and a psBN checkpoint says which
+      :math:`\alpha` it was trained with. ``bias`` stores :math:`\beta`, not
+      :math:`\beta + \alpha`.
+    - Loading decides from the presence of ``<prefix>alpha`` in the state
+      dict, never from the per-module ``_metadata`` version: many converters
+      strip it, and a plain ``nn.BatchNorm2d`` checkpoint also says version 2
+      (detectron2 once rewrote BN values on load from that version and had to
+      undo it). The layer always keeps the :math:`\alpha` it was built with:
+
+      * no ``alpha`` (ImageNet weights, an mmdet BN model):
+        :math:`\beta \leftarrow \beta_{ckpt} - \alpha`, so the eval output is
+        the BN model's (function-preserving by default);
+      * the layer's own :math:`\alpha`: loaded unchanged (exact round trip);
+      * another :math:`\alpha`:
+        :math:`\beta \leftarrow \beta_{ckpt} + \alpha_{ckpt} - \alpha`
+        (function-preserving; logged once per pair of values).
+
+      A layer without bias (``affine=False`` or ``bias=False``) has nowhere
+      to absorb the difference: it loads and warns that its outputs move.
+    - Deploying: :func:`fold_psbn_state_dict` (``tools/psbn2bn.py``) writes
+      :math:`\beta + \alpha` into ``bias`` and drops ``alpha``; vanilla BN
+      then loads it with nothing missing or unexpected.
+    - Use :meth:`PostShiftedSyncBatchNorm.convert_sync_psbn` /
+      :meth:`~PostShiftedSyncBatchNorm.revert_sync_psbn` for SyncBN. The
+      upstream converters (torch's, mmengine's) rebuild plain BN layers and
+      drop :math:`\alpha`; ``import mmdet_psbn`` makes them route ps layers
+      here (:mod:`mmdet_psbn.models.layers.upstream`).
+"""
+import contextlib
+import logging
+import math
+import numbers
+import warnings
+from collections import OrderedDict
+from typing import Iterator, List, Mapping, Optional, Set, Tuple
+
+import torch
+import torch.nn as nn
+from mmengine.logging import print_log
+from mmengine.model.utils import _BatchNormXd
+from mmengine.registry import MODELS
+from torch import Tensor
+
+__all__ = [
+    'DEFAULT_ALPHA', 'PostShiftedBatchNorm2d', 'PostShiftedSyncBatchNorm',
+    'check_alpha', 'convert_to_psbn', 'find_psbn_prefixes',
+    'fold_psbn_state_dict', 'is_psbn'
+]
+
+DEFAULT_ALPHA = 0.1
+
+# (alpha in checkpoint, alpha of the layer) pairs already reported.
+_reported_alpha_pairs: Set[Tuple[float, float]] = set()
+
+
+def check_alpha(alpha) -> float:
+    """Return ``alpha`` as a float if it is a finite positive real number.
+
+    Raises:
+        ValueError: for anything else (bools, strings, tensors, 0, negative,
+            NaN, inf), with the value in the message.
+    """
+    if (isinstance(alpha, bool) or not isinstance(alpha, numbers.Real)
+            or not math.isfinite(alpha) or alpha <= 0):
+        raise ValueError('psBN alpha must be a finite positive real number, '
+                         f'got {alpha!r} ({type(alpha).__name__})')
+    return float(alpha)
+
+
+class _PostShiftMixin:
+    """Adds the post-shift :math:`\\alpha` to a ``_BatchNorm`` subclass.
+
+    Put it before the BN class in the bases. See the module docstring for the
+    maths and the checkpoint contract.
+    """
+
+    # ``_version`` stays BN's (2) on purpose: what tells a psBN entry of a
+    # state dict from a BN one is the ``alpha`` key, not this number (see the
+    # module Note).
+
+    def __init__(self, num_features: int, *args, alpha=DEFAULT_ALPHA,
+                 **kwargs) -> None:
+        alpha = check_alpha(alpha)
+        super().__init__(num_features, *args, **kwargs)
+        ref = self.weight if self.weight is not None else self.running_mean
+        if ref is not None:
+            factory = dict(device=ref.device, dtype=ref.dtype)
+        else:
+            factory = dict(
+                device=kwargs.get('device'), dtype=kwargs.get('dtype'))
+        self.register_buffer('alpha', torch.tensor(alpha, **factory))
+
+    def _shifted_bias(self, dtype: Optional[torch.dtype] = None) -> Tensor:
+        """:math:`\\beta + \\alpha`, as BN's ``bias`` argument expects it.
+
+        With a bias the result has the bias' dtype and carries its gradient.
+        Without one it is :math:`\\alpha` per channel in the dtype of the
+        weight or running statistics (BN's mixed-precision rule), else in
+        ``dtype`` (the input's) if given.
+        """
+        bias = self._parameters['bias']
+        if bias is not None:
+            return bias + self.alpha
+        ref = self.weight if self.weight is not None else self.running_mean
+        if ref is not None:
+            dtype = ref.dtype
+        alpha = self.alpha if dtype is None else self.alpha.to(dtype)
+        return alpha.expand(self.num_features).contiguous()
+
+    @contextlib.contextmanager
+    def post_shift_folded(self, dtype: Optional[torch.dtype] = None
+                          ) -> Iterator[nn.Module]:
+        """Within the block, ``self.bias`` is :math:`\\beta + \\alpha`.
+
+        For code that reads ``bn.bias`` to compute BN itself (conv-BN fusion,
+        efficient conv-BN eval): it then computes psBN. The tensor carries
+        :math:`\\beta`'s gradient; the parameter itself is restored on exit.
+        ``dtype`` matters only for a layer with neither weight nor running
+        statistics (see :meth:`_shifted_bias`).
+        """
+        bias = self._parameters['bias']
+        self._parameters['bias'] = self._shifted_bias(dtype)
+        try:
+            yield self
+        finally:
+            self._parameters['bias'] = bias
+
+    def forward(self, input: Tensor) -> Tensor:
+        # The mechanism torch.func.functional_call uses: BN's own forward
+        # reads self.bias, which for this one call is beta + alpha.
+        bias = self._parameters['bias']
+        self._parameters['bias'] = self._shifted_bias(input.dtype)
+        try:
+            return super().forward(input)
+        finally:
+            self._parameters['bias'] = bias
+
+    def extra_repr(self) -> str:
+        alpha = 'meta' if self.alpha.is_meta else f'{self.alpha.item():g}'
+        return f'{super().extra_repr()}, alpha={alpha}'
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
+                              strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        alpha_key, bias_key = prefix + 'alpha', prefix + 'bias'
+        own_alpha = self.alpha.detach().clone()
+        has_bias = self._parameters['bias'] is not None
+        ckpt_alpha = state_dict.get(alpha_key)
+        if isinstance(ckpt_alpha, Tensor) and ckpt_alpha.numel() == 1:
+            if ckpt_alpha.item() != own_alpha.item():
+                self._report_alpha_change(prefix, ckpt_alpha.item(),
+                                          own_alpha.item(), has_bias)
+                bias = state_dict.get(bias_key)
+                if has_bias and isinstance(bias, Tensor):
+                    shift = ckpt_alpha.double() - own_alpha.double()
+                    state_dict[bias_key] = bias + shift.reshape(()).to(
+                        bias.device)
+            state_dict[alpha_key] = own_alpha
+        elif alpha_key in state_dict:
+            pass  # not a psBN alpha: super() reports the mismatch
+        elif any(prefix + name in state_dict
+                 for name in ('weight', 'bias', 'running_mean',
+                              'running_var')):
+            # A plain BN entry: make beta + alpha equal its bias.
+            bias = state_dict.get(bias_key)
+            if has_bias and isinstance(bias, Tensor):
+                state_dict[bias_key] = bias - own_alpha.to(bias.device)
+            elif not has_bias:
+                warnings.warn(
+                    f'{prefix or "psBN layer"}: loading a plain BN entry into '
+                    f'a psBN layer without bias; its outputs are the BN '
+                    f'outputs + alpha={own_alpha.item():g}', stacklevel=2)
+            state_dict[alpha_key] = own_alpha
+        # else: nothing of this layer in the checkpoint; super() reports it.
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    @staticmethod
+    def _report_alpha_change(prefix: str, ckpt_alpha: float,
+                             own_alpha: float, has_bias: bool) -> None:
+        if not has_bias:
+            warnings.warn(
+                f'{prefix or "psBN layer"}: checkpoint alpha={ckpt_alpha:g} '
+                f'loaded into a psBN layer without bias and alpha='
+                f'{own_alpha:g}; its outputs move by the difference',
+                stacklevel=3)
+            return
+        if (ckpt_alpha, own_alpha) in _reported_alpha_pairs:
+            return
+        _reported_alpha_pairs.add((ckpt_alpha, own_alpha))
+        print_log(
+            f'psBN: checkpoint trained with alpha={ckpt_alpha:g} loaded into '
+            f'layers with alpha={own_alpha:g}; biases adjusted so outputs '
+            f'are unchanged (first: {prefix or "<root>"})',
+            logger='current',
+            level=logging.INFO)
+
+
+def is_psbn(module: nn.Module) -> bool:
+    """Whether ``module`` is a post-shifted BN layer (psBN or psSyncBN)."""
+    return isinstance(module, _PostShiftMixin)
+
+
+@MODELS.register_module('psBN')
+class PostShiftedBatchNorm2d(_PostShiftMixin, nn.BatchNorm2d):
+    """BatchNorm2d with a constant post-shift :math:`\\alpha` (psBN).
+
+    Registered in mmengine's root ``MODELS`` as ``'psBN'``: use
+    ``norm_cfg=dict(type='psBN')`` or ``dict(type='psBN', alpha=0.05)``. As a
+    ``_BatchNorm`` subclass it is named ``bn1``, ``bn2``... by
+    ``build_norm_layer``, frozen by ``norm_eval``/``frozen_stages``, and
+    given ``norm_decay_mult`` by mmengine's optimizer constructor.
+
+    Args:
+        num_features (int): Number of channels.
+        *args: ``nn.BatchNorm2d``'s ``eps``, ``momentum``, ``affine``,
+            ``track_running_stats``, ``device``, ``dtype``.
+        alpha (float): The post-shift, finite and > 0. Defaults to 0.1.
+        **kwargs: Keyword arguments of ``nn.BatchNorm2d``; any other raises
+            its ``TypeError``.
+
+    Note:
+        See the module docstring for the checkpoint contract. With
+        ``affine=False`` the shift still applies (as a constant bias).
+    """
+
+
+@MODELS.register_module('psSyncBN')
+class PostShiftedSyncBatchNorm(_PostShiftMixin, nn.SyncBatchNorm):
+    """SyncBatchNorm with a constant post-shift :math:`\\alpha` (psSyncBN).
+
+    Registered as ``'psSyncBN'``. Arguments are ``nn.SyncBatchNorm``'s plus
+    the keyword-only ``alpha`` (see :class:`PostShiftedBatchNorm2d`).
+
+    Note:
+        Convert with :meth:`convert_sync_psbn` / :meth:`revert_sync_psbn`.
+        ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` and mmengine's
+        ``convert_sync_batchnorm``/``revert_sync_batchnorm`` build plain
+        layers and drop :math:`\\alpha`, unless ``mmdet_psbn`` has been
+        imported (it makes them route ps layers here).
+    """
+
+    @classmethod
+    def convert_sync_psbn(cls, module: nn.Module,
+                          process_group=None) -> nn.Module:
+        """Convert every psBN/psSyncBN layer in ``module`` to psSyncBN.
+
+        Parameters and buffers (``alpha`` included) are shared with the old
+        layer, as torch's converter does. Other layers are left alone.
+
+        Args:
+            module (nn.Module): The model, or a single layer.
+            process_group (optional): Process group to synchronise over;
+                ``None`` means the whole world.
+
+        Returns:
+            nn.Module: ``module``, or the new layer if ``module`` itself is a
+            ps layer.
+        """
+        if is_psbn(module):
+            return _share_into(module, cls, process_group=process_group)
+        for name, child in module.named_children():
+            module.add_module(name,
+                              cls.convert_sync_psbn(child, process_group))
+        return module
+
+    @classmethod
+    def revert_sync_psbn(cls, module: nn.Module) -> nn.Module:
+        """Convert every psSyncBN layer in ``module`` to psBN (2d).
+
+        Parameters and buffers are shared. Returns ``module``, or the new
+        layer if ``module`` itself is psSyncBN.
+        """
+        if isinstance(module, cls):
+            return _share_into(module, PostShiftedBatchNorm2d)
+        for name, child in module.named_children():
+            module.add_module(name, cls.revert_sync_psbn(child))
+        return module
+
+
+def _bn_kwargs(module: nn.Module) -> dict:
+    kwargs = dict(
+        eps=module.eps,
+        momentum=module.momentum,
+        affine=module.affine,
+        track_running_stats=module.track_running_stats)
+    if module.affine and module.bias is None:
+        kwargs['bias'] = False  # only torch versions with BN(bias=...)
+    return kwargs
+
+
+def _copy_module_attrs(src: nn.Module, dst: nn.Module) -> nn.Module:
+    dst.train(src.training)
+    if hasattr(src, 'qconfig'):
+        dst.qconfig = src.qconfig
+    return dst
+
+
+def _share_into(src: nn.Module, cls: type, **kwargs) -> nn.Module:
+    """Build ``cls`` like ``src`` (a ps layer) sharing its tensors."""
+    dst = cls(src.num_features, **_bn_kwargs(src), alpha=src.alpha.item(),
+              **kwargs)
+    with torch.no_grad():
+        for name in ('weight', 'bias'):
+            setattr(dst, name, getattr(src, name))
+    for name in ('running_mean', 'running_var', 'num_batches_tracked',
+                 'alpha'):
+        setattr(dst, name, getattr(src, name))
+    return _copy_module_attrs(src, dst)
+
+
+# Exact types only: a BN subclass may carry behaviour (frozen, fused
+# activation...) that a psBN layer would silently lose.
+_BN_TO_PSBN = {
+    nn.BatchNorm2d: PostShiftedBatchNorm2d,
+    _BatchNormXd: PostShiftedBatchNorm2d,
+    nn.SyncBatchNorm: PostShiftedSyncBatchNorm,
+}
+
+
+def convert_to_psbn(module: nn.Module,
+                    alpha: float = DEFAULT_ALPHA) -> nn.Module:
+    """Convert the BN layers of a model to psBN, keeping its function.
+
+    ``nn.BatchNorm2d`` and mmengine's ``_BatchNormXd`` become psBN,
+    ``nn.SyncBatchNorm`` becomes psSyncBN (same process group). Other
+    classes, BN subclasses included, are left alone. The new layer loads the
+    old one's state dict, so in eval mode the model computes what it did
+    (bias := bias - alpha, see the module Note); ``training``,
+    ``requires_grad``, device and dtype are kept. A layer without bias cannot
+    absorb alpha and warns.
+
+    Convert before building the optimizer: the new layers have new
+    parameters.
+
+    Args:
+        module (nn.Module): The model, or a single layer.
+        alpha (float): The post-shift. Defaults to 0.1.
+
+    Returns:
+        nn.Module: ``module``, or the new layer if ``module`` itself is BN.
+    """
+    alpha = check_alpha(alpha)
+    cls = _BN_TO_PSBN.get(type(module))
+    if cls is not None:
+        ref = module.weight if module.weight is not None \
+            else module.running_mean
+        kwargs = dict(_bn_kwargs(module), alpha=alpha)
+        if ref is not None:
+            kwargs.update(device=ref.device, dtype=ref.dtype)
+        if cls is PostShiftedSyncBatchNorm:
+            kwargs['process_group'] = module.process_group
+        new = cls(module.num_features, **kwargs)
+        new.load_state_dict(module.state_dict())
+        for name, param in module.named_parameters(recurse=False):
+            getattr(new, name).requires_grad_(param.requires_grad)
+        return _copy_module_attrs(module, new)
+    for name, child in module.named_children():
+        new_child = convert_to_psbn(child, alpha)
+        if new_child is not child:
+            module.add_module(name, new_child)
+    return module
+
+
+def find_psbn_prefixes(state_dict: Mapping) -> List[str]:
+    """The prefixes (``'backbone.bn1.'``...) of psBN layers in a state dict.
+
+    A psBN entry is a 0-dim floating ``<prefix>alpha`` next to a
+    ``<prefix>running_mean`` or ``<prefix>bias``.
+    """
+    prefixes = []
+    for key, value in state_dict.items():
+        if not (key == 'alpha' or key.endswith('.alpha')):
+            continue
+        prefix = key[:-len('alpha')]
+        if (isinstance(value, Tensor) and value.dim() == 0
+                and value.is_floating_point()
+                and (prefix + 'running_mean' in state_dict
+                     or prefix + 'bias' in state_dict)):
+            prefixes.append(prefix)
+    return prefixes
+
+
+def fold_psbn_state_dict(state_dict: Mapping) -> 'OrderedDict[str, Tensor]':
+    """Turn a psBN state dict into a plain-BN one, for deployment.
+
+    Every psBN entry gets ``bias := bias + alpha`` (the very sum psBN's
+    forward uses, so BN's outputs equal psBN's) and loses its ``alpha``
+    key. Other entries, their order and ``_metadata`` are kept; the input is
+    not modified.
+
+    Raises:
+        ValueError: if there is no psBN entry, or one without ``bias``
+            (``affine=False``/``bias=False``: BN has nothing to carry alpha).
+    """
+    prefixes = find_psbn_prefixes(state_dict)
+    if not prefixes:
+        raise ValueError("no psBN layer found (no '<prefix>alpha' key next to "
+                         "a '<prefix>running_mean' or '<prefix>bias')")
+    folded = OrderedDict(state_dict)
+    for prefix in prefixes:
+        bias_key = prefix + 'bias'
+        alpha = folded.pop(prefix + 'alpha')
+        if bias_key not in state_dict:
+            raise ValueError(
+                f"psBN layer '{prefix[:-1] or '<root>'}' has no bias "
+                f'(affine=False or bias=False): BN has no parameter to carry '
+                f'alpha={alpha.item():g}')
+        folded[bias_key] = state_dict[bias_key] + alpha.to(
+            state_dict[bias_key].device)
+    metadata = getattr(state_dict, '_metadata', None)
+    if metadata is not None:
+        folded._metadata = metadata.copy()  # type: ignore[attr-defined]
+    return folded

@@ -1,0 +1,122 @@
+# Copyright (c) mmdet-psbn contributors. All rights reserved.
+"""Fold psBN's alpha into BN's bias: a checkpoint vanilla mmdet can load.
+
+    python tools/psbn2bn.py IN OUT
+
+Every psBN layer gets ``bias := bias + alpha`` and loses its ``alpha`` key
+(:func:`mmdet_psbn.models.layers.fold_psbn_state_dict`), so a config with
+``norm_cfg=dict(type='BN')`` and no plugin loads OUT with nothing missing or
+unexpected and computes the same outputs.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+import tempfile
+from collections.abc import Mapping
+
+import torch
+
+from mmdet_psbn.models.layers import find_psbn_prefixes, fold_psbn_state_dict
+
+DESCRIPTION = __doc__.split('\n\n')[0]
+EPILOG = """\
+IN is an mmengine checkpoint ({'meta': ..., 'state_dict': ..., ...}) or a
+bare state dict. It is read with torch.load(weights_only=True): no code in it
+runs (mmengine's resume state is allow-listed by ``import mmdet_psbn``).
+
+OUT keeps only 'meta' (plus a 'psbn2bn' record) and the folded 'state_dict';
+optimizer, param_schedulers, message_hub, EMA and other resume state are
+dropped, since they describe the psBN parameters: use OUT to deploy or to
+initialise a BN model, not to --resume. A bare state dict stays bare. OUT is
+written atomically (a temporary file, then a rename).
+"""
+
+
+class ToolError(Exception):
+    """An error with a message for the user (exit status 1)."""
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog='psbn2bn.py',
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('input', metavar='IN', help='psBN checkpoint')
+    parser.add_argument('output', metavar='OUT', help='BN checkpoint')
+    return parser.parse_args(argv)
+
+
+def load(path):
+    if not osp.isfile(path):
+        raise ToolError(f'{path}: no such file')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # corrupt, not a checkpoint, or unsafe content
+        lines = [ln.strip() for ln in str(e).strip().splitlines()]
+        # torch's weights_only message: the useful line names the global.
+        reason = next((ln for ln in lines if 'Unsupported global' in ln),
+                      lines[0] if lines else '')
+        raise ToolError(f'{path}: cannot be read as a torch checkpoint '
+                        f'with weights_only=True ({type(e).__name__}: '
+                        f'{reason})') from e
+
+
+def convert(checkpoint, path='IN'):
+    """Return (the folded checkpoint, the record stored in its meta)."""
+    if not isinstance(checkpoint, Mapping):
+        raise ToolError(f'{path}: expected a checkpoint dict, got '
+                        f'{type(checkpoint).__name__}')
+    is_mmengine = isinstance(checkpoint.get('state_dict'), Mapping)
+    state_dict = checkpoint['state_dict'] if is_mmengine else checkpoint
+    prefixes = find_psbn_prefixes(state_dict)
+    if not prefixes:
+        raise ToolError(f'{path}: no psBN layer in this checkpoint (no '
+                        "'<layer>.alpha' key): nothing to fold")
+    try:
+        folded = fold_psbn_state_dict(state_dict)
+    except ValueError as e:
+        raise ToolError(f'{path}: {e}') from e
+    alphas = sorted({round(state_dict[p + 'alpha'].item(), 8)
+                     for p in prefixes})
+    record = dict(num_layers=len(prefixes), alpha=alphas)
+    if not is_mmengine:
+        return folded, record
+    meta = dict(checkpoint.get('meta') or {})
+    meta['psbn2bn'] = record
+    return dict(meta=meta, state_dict=folded), record
+
+
+def save_atomic(obj, path):
+    out_dir = osp.dirname(osp.abspath(path))
+    os.makedirs(out_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        dir=out_dir, prefix='.' + osp.basename(path), suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        checkpoint = load(args.input)
+        folded, record = convert(checkpoint, args.input)
+        save_atomic(folded, args.output)
+    except ToolError as e:
+        print(f'psbn2bn.py: error: {e}', file=sys.stderr)
+        return 1
+    alphas = ', '.join(f'{a:g}' for a in record['alpha'])
+    print(f"folded {record['num_layers']} psBN layers (alpha={alphas}) "
+          f'into {args.output}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
