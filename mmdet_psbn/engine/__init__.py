@@ -1,0 +1,4 @@
+# Copyright (c) mmdet-psbn contributors. All rights reserved.
+from .hooks import CollapseMonitorHook
+
+__all__ = ['CollapseMonitorHook']

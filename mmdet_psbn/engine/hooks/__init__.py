@@ -1,0 +1,4 @@
+# Copyright (c) mmdet-psbn contributors. All rights reserved.
+from .collapse_monitor_hook import CollapseMonitorHook
+
+__all__ = ['CollapseMonitorHook']

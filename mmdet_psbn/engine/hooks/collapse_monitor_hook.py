@@ -1,0 +1,320 @@
+# Copyright (c) mmdet-psbn contributors. All rights reserved.
+"""CollapseMonitorHook: filter collapse, measured while a model trains.
+
+A thin hook over :mod:`mmdet_psbn.analysis`: the measures and their
+definitions live there.
+"""
+import json
+import math
+import os
+import os.path as osp
+from typing import Dict, List, Optional
+
+import torch
+from mmengine.dist import master_only
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+
+from mmdet_psbn.analysis.collapse import (CollapseStats, _validate_thresholds,
+                                          attach_flops, measure_model)
+from mmdet_psbn.analysis.flops import channel_flops
+from mmdet_psbn.analysis.plots import (plot_gamma_beta, plot_gamma_hist,
+                                       plot_history)
+from mmdet_psbn.models.layers.psbn import is_psbn
+
+STATE_KEY = 'collapse_monitor'
+
+
+def _unwrap(model):
+    return model.module if is_model_wrapper(model) else model
+
+
+def psbn_decay_problems(model, optimizer) -> Dict[str, List[str]]:
+    """psBN layers whose parameters cannot feel weight decay.
+
+    Returns ``{'frozen': [...], 'no_decay': [...]}``: layer names whose
+    weight or bias has ``requires_grad=False`` (e.g. ``frozen_stages``), and
+    trainable ones whose optimizer group has ``weight_decay == 0`` (e.g.
+    ``norm_decay_mult=0``) or that are in no group at all.
+    """
+    decay = {}
+    optimizers = optimizer.values() if isinstance(optimizer,
+                                                  dict) else [optimizer]
+    for opt in optimizers:
+        for group in opt.param_groups:
+            for p in group['params']:
+                decay[id(p)] = group.get('weight_decay', 0.0)
+    out = dict(frozen=[], no_decay=[])
+    for name, m in model.named_modules():
+        if not is_psbn(m):
+            continue
+        params = [p for p in (m.weight, m.bias) if p is not None]
+        if not params:
+            continue
+        if not all(p.requires_grad for p in params):
+            out['frozen'].append(name)
+        elif not all(decay.get(id(p), 0.0) > 0 for p in params):
+            out['no_decay'].append(name)
+    return out
+
+
+@HOOKS.register_module()
+class CollapseMonitorHook(Hook):
+    """Measure filter collapse during training and report it.
+
+    At the start of training (the loaded or initial weights), every
+    ``interval`` iterations and at the end of each epoch it measures every
+    norm layer (see :mod:`mmdet_psbn.analysis.collapse`) and puts into the
+    message hub, so that the logger, the JSON scalar log, TensorBoard and
+    W&B all get them:
+
+    - ``train/collapse/collapsed``, ``train/collapse/dead``: shares of
+      channels (zero-init layers excluded, see the analysis module);
+    - ``train/collapse/sparsity``: share of conv FLOPs the collapsed
+      channels remove;
+    - ``train/collapse/entered_dead``, ``train/collapse/recovered``: channels
+      that entered / left the dead region since the previous measurement;
+    - with ``by_stage``, ``train/collapse/<stage>/dead`` and ``.../collapsed``
+      per stage (``backbone.layer1``...).
+
+    At the end of training, rank 0 writes ``<work_dir>/<out_dir>/
+    report.json`` (per-layer table, per-stage table, history) and the plots
+    ``gamma_hist.png``, ``gamma_beta.png`` and ``history.png``.
+
+    Args:
+        interval (int): Measure every ``interval`` training iterations.
+            Defaults to 500.
+        gamma_thr (float): |γ| below this is collapsed. Defaults to 1e-3.
+        prob_thr (float): P(y > 0) below this is dead. Defaults to 1e-3.
+        jump_thr (float): Warn when the dead share rises by more than this
+            (absolute) between two measurements, e.g. after a learning-rate
+            restart. Defaults to 0.02.
+        by_stage (bool): Also log per-stage shares. Defaults to True.
+        flops (bool): Compute FLOPs sparsity; this needs one extra forward
+            pass of one image at the first iteration. Defaults to True.
+        out_dir (str): Folder in the work dir for the report and plots.
+            Defaults to ``'collapse'``.
+
+    Note:
+        - Each measurement makes one host-device copy (one synchronisation)
+          and no collective call; each rank measures its own replica (they
+          are equal under DDP). The model is unwrapped from DDP.
+        - psBN revives dead channels only through weight decay. Before
+          training the hook warns about psBN layers that are trainable but
+          get no weight decay (``norm_decay_mult=0``), and reports those that
+          are frozen (``requires_grad=False``, e.g. ``frozen_stages``).
+        - The last measurement and the history are saved in checkpoints and
+          restored by ``--resume``, so transitions continue across it.
+    """
+    priority = 'NORMAL'  # before LoggerHook, so a measurement is logged
+    # in the same iteration
+
+    def __init__(self,
+                 interval: int = 500,
+                 gamma_thr: float = 1e-3,
+                 prob_thr: float = 1e-3,
+                 jump_thr: float = 0.02,
+                 by_stage: bool = True,
+                 flops: bool = True,
+                 out_dir: str = 'collapse') -> None:
+        if isinstance(interval, bool) or not isinstance(
+                interval, int) or interval < 1:
+            raise ValueError(f'interval must be a positive integer, got '
+                             f'{interval!r}')
+        _validate_thresholds(gamma_thr, prob_thr)
+        if not (isinstance(jump_thr, (int, float)) and 0 < jump_thr <= 1):
+            raise ValueError(f'jump_thr must be in (0, 1], got {jump_thr!r}')
+        self.interval = interval
+        self.gamma_thr = gamma_thr
+        self.prob_thr = prob_thr
+        self.jump_thr = jump_thr
+        self.by_stage = by_stage
+        self.flops = flops
+        self.out_dir = out_dir
+        self._last: Optional[CollapseStats] = None
+        self._history: List[dict] = []
+        self._flops_map = None
+        self._flops_failed = False
+
+    # ------------------------------------------------------------ hooks
+    def before_train(self, runner) -> None:
+        model = _unwrap(runner.model)
+        problems = psbn_decay_problems(model, runner.optim_wrapper.optimizer
+                                       if hasattr(runner.optim_wrapper,
+                                                  'optimizer') else
+                                       {k: w.optimizer for k, w in
+                                        runner.optim_wrapper.items()})
+        if problems['no_decay']:
+            runner.logger.warning(
+                f'CollapseMonitorHook: {len(problems["no_decay"])} psBN '
+                f'layers get no weight decay (e.g. '
+                f'{", ".join(problems["no_decay"][:3])}): psBN revives dead '
+                'channels only through weight decay. Check '
+                'optim_wrapper.paramwise_cfg (norm_decay_mult=0?) and '
+                'optimizer.weight_decay.')
+        if problems['frozen']:
+            runner.logger.info(
+                f'CollapseMonitorHook: {len(problems["frozen"])} psBN layers '
+                'are frozen (requires_grad=False, e.g. frozen_stages), so '
+                'they neither collapse nor recover: '
+                f'{", ".join(problems["frozen"][:3])}...')
+        if runner.iter == 0:
+            # A fresh start (also with load_from): the history of the run a
+            # checkpoint came from is not this run's; its last measurement
+            # is replaced by the loaded weights' own.
+            self._history = []
+            self._last = None
+        else:
+            self._history = [r for r in self._history
+                             if r['iter'] <= runner.iter]
+        if self._last is None:
+            self._measure(runner, runner.iter)
+
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
+                         data_batch=None,
+                         outputs=None) -> None:
+        if self.flops and self._flops_map is None and not self._flops_failed:
+            self._build_flops_map(runner, data_batch)
+        if self.every_n_train_iters(runner, self.interval):
+            self._measure(runner, runner.iter + 1)
+
+    def after_train_epoch(self, runner) -> None:
+        self._measure(runner, runner.iter)
+
+    def after_train(self, runner) -> None:
+        self.write_report(runner)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint[STATE_KEY] = dict(
+            last=self._last.state() if self._last is not None else None,
+            history=[dict(r) for r in self._history])
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        state = checkpoint.get(STATE_KEY)
+        if not state:
+            return
+        self._last = CollapseStats.from_state(
+            state['last']) if state.get('last') else None
+        self._history = [dict(r) for r in state.get('history', [])]
+
+    # ------------------------------------------------------------ work
+    def _build_flops_map(self, runner, data_batch) -> None:
+        model = _unwrap(runner.model)
+        try:
+            if hasattr(model, 'data_preprocessor') and isinstance(
+                    data_batch, dict):
+                inputs = model.data_preprocessor(data_batch, False)['inputs']
+            else:
+                inputs = data_batch['inputs'] if isinstance(
+                    data_batch, dict) else data_batch
+            self._flops_map = channel_flops(model, inputs[:1])
+        except Exception as e:  # a model the generic pass cannot run
+            self._flops_failed = True
+            runner.logger.warning(
+                'CollapseMonitorHook: FLOPs sparsity is not available for '
+                f'this model ({type(e).__name__}: {e}); the other measures '
+                'are')
+            return
+        # The start-of-training measurement had no map yet.
+        if self._last is not None and self._history:
+            attach_flops(self._last, self._flops_map)
+            if self._history[-1]['iter'] == self._last.meta.get('iter'):
+                self._history[-1]['sparsity'] = self._last.sparsity()
+
+    def _measure(self, runner, it: int) -> None:
+        if self._history and self._history[-1]['iter'] == it:
+            return  # the epoch end falls on an interval
+        known = self._last.zero_init_layers if self._last is not None else ()
+        stats = measure_model(_unwrap(runner.model), self.gamma_thr,
+                              self.prob_thr, zero_init_layers=known)
+        stats.meta.update(iter=it, epoch=runner.epoch)
+        if self._flops_map is not None:
+            attach_flops(stats, self._flops_map)
+        summary = stats.summary()
+        if self._last is not None:
+            trans = stats.transitions(self._last)
+        else:
+            trans = dict(entered_dead=0, recovered=0)
+
+        hub = runner.message_hub
+        for key in ('collapsed', 'dead', 'sparsity', 'zero_init'):
+            if key in summary:
+                hub.update_scalar(f'train/collapse/{key}', summary[key])
+        for key, value in trans.items():
+            hub.update_scalar(f'train/collapse/{key}', value)
+        if self.by_stage:
+            for stage, shares in stats.by_stage().items():
+                for key, value in shares.items():
+                    hub.update_scalar(f'train/collapse/{stage}/{key}', value)
+
+        if self._history:
+            before = self._history[-1]['dead']
+            if summary['dead'] - before > self.jump_thr:
+                runner.logger.warning(
+                    f'CollapseMonitorHook: the dead share jumped from '
+                    f'{100 * before:.1f} % to {100 * summary["dead"]:.1f} % '
+                    f'(iteration {self._history[-1]["iter"]} -> {it}, '
+                    f'{trans["entered_dead"]} channels entered the dead '
+                    'region), as after a large or suddenly raised learning '
+                    'rate; psBN lets such channels recover.')
+        self._history.append(
+            dict(iter=it, epoch=runner.epoch, **{
+                k: v
+                for k, v in summary.items() if k != 'channels'
+            }, **trans))
+        self._last = stats
+
+    def report(self) -> dict:
+        """The JSON report of the last measurement and the history."""
+        stats = self._last
+        return dict(
+            definitions=dict(
+                collapsed=f'|gamma| < {self.gamma_thr:g}',
+                dead=f'P(y > 0) = Phi((beta + alpha) / |gamma|) < '
+                f'{self.prob_thr:g}',
+                sparsity='share of conv FLOPs (multiply-adds) removed by '
+                'collapsed channels: producer conv output channel + consumer '
+                'conv input channels reached through channel-wise ops only '
+                '(not through residual additions)',
+                zero_init='layers whose every gamma is exactly 0 (by design, '
+                'e.g. zero_init_residual), left out of the shares'),
+            summary=stats.summary() if stats else None,
+            by_stage=stats.by_stage() if stats else None,
+            layers=stats.per_layer() if stats else [],
+            history=self._history,
+            flops_links=self._flops_map.links
+            if self._flops_map is not None else None)
+
+    @master_only
+    def write_report(self, runner) -> None:
+        if self._last is None:
+            return
+        out = osp.join(runner.work_dir, self.out_dir)
+        os.makedirs(out, exist_ok=True)
+        report = self.report()
+        tmp = osp.join(out, '.report.json.tmp')
+        with open(tmp, 'w') as f:
+            json.dump(report, f, indent=1, default=_json_default)
+        os.replace(tmp, osp.join(out, 'report.json'))
+        name = osp.basename(runner.work_dir.rstrip('/')) or 'model'
+        plot_gamma_hist([self._last], [name], osp.join(out, 'gamma_hist.png'))
+        plot_gamma_beta(self._last, name, osp.join(out, 'gamma_beta.png'))
+        if len(self._history) > 1:
+            plot_history(self._history, 'iter', osp.join(out, 'history.png'))
+        summary = report['summary']
+        runner.logger.info(
+            f'CollapseMonitorHook: collapsed {100 * summary["collapsed"]:.2f}'
+            f' %, dead {100 * summary["dead"]:.2f} %' +
+            (f', FLOPs sparsity {100 * summary["sparsity"]:.2f} %'
+             if 'sparsity' in summary else '') + f'; report and plots in {out}')
+
+
+def _json_default(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return str(obj)

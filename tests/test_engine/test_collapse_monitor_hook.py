@@ -1,0 +1,165 @@
+# Copyright (c) mmdet-psbn contributors. All rights reserved.
+import copy
+import glob
+import json
+import os.path as osp
+
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModel
+from mmengine.registry import MODELS
+from mmengine.testing import RunnerTestCase
+
+from mmdet_psbn.engine.hooks import CollapseMonitorHook
+from mmdet_psbn.models.layers import PostShiftedBatchNorm2d
+
+
+class ConvToyModel(BaseModel):
+    """conv -> psBN -> ReLU -> conv -> psBN (zero-init, like a residual
+    block's last BN) on RunnerTestCase's 2-d toy inputs seen as 2x1x1."""
+
+    def __init__(self, data_preprocessor=None):
+        super().__init__(data_preprocessor=data_preprocessor)
+        self.conv1 = nn.Conv2d(2, 8, 1)
+        self.bn1 = PostShiftedBatchNorm2d(8)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(8, 4, 1)
+        self.bn2 = PostShiftedBatchNorm2d(4)
+        nn.init.zeros_(self.bn2.weight)
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        if isinstance(inputs, list):
+            inputs = torch.stack(inputs)
+        x = inputs.view(inputs.shape[0], 2, 1, 1)
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        if mode == 'loss':
+            return dict(loss=(out.mean() - 1)**2)
+        return out
+
+
+class TestCollapseMonitorHook(RunnerTestCase):
+
+    def setUp(self):
+        super().setUp()
+        MODELS.register_module(module=ConvToyModel, force=True)
+
+    def tearDown(self):
+        MODELS.module_dict.pop('ConvToyModel')
+        super().tearDown()
+
+    def build_cfg(self, **hook_args):
+        cfg = copy.deepcopy(self.epoch_based_cfg)
+        cfg.model = dict(type='ConvToyModel')
+        cfg.optim_wrapper.optimizer.weight_decay = 1e-4
+        cfg.custom_hooks = [
+            dict(type='CollapseMonitorHook', interval=2, **hook_args)
+        ]
+        cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
+        cfg.default_hooks.checkpoint = dict(type='CheckpointHook',
+                                            interval=1)
+        cfg.train_cfg.max_epochs = 2
+        return cfg
+
+    def log_text(self, runner):
+        return open(glob.glob(osp.join(runner.log_dir, '*.log'))[0]).read()
+
+    def test_logs_scalars_and_writes_report(self):
+        runner = self.build_runner(self.build_cfg())
+        runner.train()
+        hub = runner.message_hub
+        for key in ('collapsed', 'dead', 'sparsity', 'zero_init',
+                    'entered_dead', 'recovered', 'stem/dead'):
+            self.assertIn(f'train/collapse/{key}', hub.log_scalars, key)
+        # The zero-init bn2 is not a false alarm.
+        self.assertEqual(hub.get_scalar('train/collapse/collapsed').current(),
+                         0)
+        self.assertGreater(
+            hub.get_scalar('train/collapse/zero_init').current(), 0)
+        # Every backend gets them: here the JSON scalar log.
+        scalars = [
+            json.loads(line) for line in open(
+                osp.join(runner.log_dir, 'vis_data', 'scalars.json'))
+        ]
+        self.assertTrue(any('collapse/dead' in r for r in scalars))
+        out = osp.join(runner.work_dir, 'collapse')
+        report = json.load(open(osp.join(out, 'report.json')))
+        self.assertEqual([r['name'] for r in report['layers']],
+                         ['bn1', 'bn2'])
+        self.assertTrue(report['layers'][1]['zero_init'])
+        self.assertEqual(report['flops_links']['bn1'],
+                         dict(producers=['conv1'], consumers=['conv2']))
+        # start, every 2 iterations and each epoch end (no duplicates)
+        iters = [r['iter'] for r in report['history']]
+        self.assertEqual(iters[0], 0)
+        self.assertEqual(iters, sorted(set(iters)))
+        self.assertIn(runner.iter, iters)
+        for name in ('gamma_hist.png', 'gamma_beta.png', 'history.png'):
+            self.assertTrue(osp.isfile(osp.join(out, name)), name)
+
+    def test_warns_when_psbn_gets_no_weight_decay(self):
+        cfg = self.build_cfg()
+        cfg.optim_wrapper.paramwise_cfg = dict(norm_decay_mult=0.)
+        runner = self.build_runner(cfg)
+        runner.train()
+        self.assertIn('2 psBN layers get no weight decay', self.log_text(runner))
+
+    def test_no_warning_with_weight_decay(self):
+        runner = self.build_runner(self.build_cfg())
+        runner.train()
+        self.assertNotIn('get no weight decay', self.log_text(runner))
+
+    def test_warns_on_a_jump_of_the_dead_share(self):
+        runner = self.build_runner(self.build_cfg(jump_thr=0.1))
+        runner.train()
+        hook = next(h for h in runner.hooks
+                    if isinstance(h, CollapseMonitorHook))
+        with torch.no_grad():
+            runner.model.bn1.bias[:4] = -100.0  # kill half of bn1
+        hook._measure(runner, runner.iter + 1)
+        self.assertIn('the dead share jumped', self.log_text(runner))
+        self.assertEqual(hook._history[-1]['entered_dead'], 4)
+        self.assertEqual(
+            runner.message_hub.get_scalar(
+                'train/collapse/entered_dead').current(), 4)
+
+    def test_state_survives_resume(self):
+        cfg = self.build_cfg()
+        runner = self.build_runner(cfg)
+        runner.train()
+        full = next(h for h in runner.hooks
+                    if isinstance(h, CollapseMonitorHook))._history
+        ckpt = osp.join(runner.work_dir, 'epoch_1.pth')
+        state = torch.load(ckpt)['collapse_monitor']  # safe loading
+        self.assertEqual(state['last']['names'], ['bn1', 'bn2'])
+
+        cfg = self.build_cfg()
+        cfg.experiment_name = 'resumed'
+        cfg.resume, cfg.load_from = True, ckpt
+        resumed = self.build_runner(cfg)
+        resumed.train()
+        hist = next(h for h in resumed.hooks
+                    if isinstance(h, CollapseMonitorHook))._history
+        # the history up to epoch 1 came from the checkpoint and goes on
+        self.assertEqual([r['iter'] for r in hist], [r['iter'] for r in full])
+        # zero-init flags too: bn2 is still reported apart after resume
+        self.assertEqual(hist[-1]['collapsed'], 0)
+
+    def test_fresh_start_from_load_from_measures_the_loaded_weights(self):
+        runner = self.build_runner(self.build_cfg())
+        runner.train()
+        cfg = self.build_cfg()
+        cfg.experiment_name = 'finetune'
+        cfg.load_from = osp.join(runner.work_dir, 'epoch_2.pth')
+        ft = self.build_runner(cfg)
+        ft.train()
+        hist = next(h for h in ft.hooks
+                    if isinstance(h, CollapseMonitorHook))._history
+        self.assertEqual(hist[0]['iter'], 0)  # not the old run's history
+
+    def test_bad_arguments(self):
+        with self.assertRaisesRegex(ValueError, 'interval .* got 0'):
+            CollapseMonitorHook(interval=0)
+        with self.assertRaisesRegex(ValueError, 'jump_thr .* got 2'):
+            CollapseMonitorHook(jump_thr=2)
+        with self.assertRaisesRegex(ValueError, 'prob_thr'):
+            CollapseMonitorHook(prob_thr=0)
