@@ -8,8 +8,8 @@ import argparse
 
 from mmdet_psbn.utils.checks import (InputError, check_checkpoint,
                                      check_data_paths)
-from mmdet_psbn.utils.tools import (add_common_args, build_runner,
-                                    export_local_rank, load_config, run_tool)
+from mmdet_psbn.utils.tools import build_runner, load_config, run_tool
+from mmdet_psbn.utils.tools import parse_args as parse_common
 
 
 def parse_args(argv=None):
@@ -22,10 +22,7 @@ def parse_args(argv=None):
         type=str,
         help='dump the predictions to a pickle file (.pkl) for offline '
         'evaluation')
-    add_common_args(parser)
-    args = parser.parse_args(argv)
-    export_local_rank(args)
-    return args
+    return parse_common(parser, argv)
 
 
 def main(argv=None):

@@ -12,8 +12,8 @@ import torch
 
 from mmdet_psbn.utils.checks import (InputError, check_checkpoint,
                                      check_data_paths)
-from mmdet_psbn.utils.tools import (add_common_args, build_runner,
-                                    export_local_rank, load_config, run_tool)
+from mmdet_psbn.utils.tools import build_runner, load_config, run_tool
+from mmdet_psbn.utils.tools import parse_args as parse_common
 
 
 def parse_args(argv=None):
@@ -35,10 +35,7 @@ def parse_args(argv=None):
         const='auto',
         help='resume from the given checkpoint, or, with no value, from the '
         'latest checkpoint in the work dir')
-    add_common_args(parser)
-    args = parser.parse_args(argv)
-    export_local_rank(args)
-    return args
+    return parse_common(parser, argv)
 
 
 def main(argv=None):

@@ -36,9 +36,15 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
-def export_local_rank(args: argparse.Namespace) -> None:
+def parse_args(parser: argparse.ArgumentParser,
+               argv: Optional[list] = None) -> argparse.Namespace:
+    """Add the common options to ``parser``, parse, and export
+    ``LOCAL_RANK`` for launchers that pass it as an option only."""
+    add_common_args(parser)
+    args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
 
 
 def load_config(args: argparse.Namespace) -> Config:
