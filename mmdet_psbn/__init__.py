@@ -9,6 +9,7 @@ builds alike, and applies the fixes of :mod:`mmdet_psbn.compat`.
 from . import compat  # noqa: F401  upstream fixes, applied on import
 from . import models  # noqa: F401  registers psBN, psSyncBN
 from . import engine  # noqa: F401  registers CollapseMonitorHook
+from . import datasets, evaluation  # noqa: F401  CIFAR-10 data, metrics
 from .version import __version__, version_info
 
 __all__ = ['__version__', 'version_info']

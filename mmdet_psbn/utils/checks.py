@@ -83,20 +83,20 @@ def _missing_data_paths(cfg, dataloaders: Iterable[str],
         for ds in _dataset_cfgs(loader.get('dataset')):
             root = ds.get('data_root') or ''
             if root and not osp.isdir(root):
-                yield f'{name}.dataset.data_root', root, root
+                yield f'{name}.dataset.data_root', root, root, ds
                 continue
             ann = ds.get('ann_file') or ''
             if ann:
                 path = osp.join(root, ann)
                 if not osp.isfile(path):
-                    yield f'{name}.dataset.ann_file', path, root or '.'
+                    yield f'{name}.dataset.ann_file', path, root or '.', ds
     for name in evaluators:
         evals = cfg.get(name)
         for ev in evals if isinstance(evals, (list, tuple)) else [evals]:
             ann = ev.get('ann_file') if isinstance(ev, dict) else None
             if ann and not osp.isfile(ann):
                 yield f'{name}.ann_file', ann, osp.dirname(
-                    osp.dirname(ann)) or '.'
+                    osp.dirname(ann)) or '.', None
 
 
 def check_data_paths(cfg,
@@ -105,16 +105,35 @@ def check_data_paths(cfg,
                      evaluators: Iterable[str] = ('val_evaluator', )
                      ) -> None:
     """Raise :class:`InputError` if a data root or annotation file that the
-    config names does not exist (local paths only)."""
-    for where, path, root in _missing_data_paths(cfg, dataloaders,
-                                                 evaluators):
+    config names does not exist (local paths only).
+
+    The message says how to get the data: a dataset class may supply that
+    with a classmethod ``missing_data_hint(data_root) -> str`` (CIFAR10
+    does); otherwise it is the COCO / toy COCO hint.
+    """
+    for where, path, root, ds in _missing_data_paths(cfg, dataloaders,
+                                                     evaluators):
         if '://' in path:  # a remote backend: its own errors apply
             continue
+        hint = _dataset_hint(ds, root)
+        if hint is None:
+            hint = ('For the toy data, ' + TOY_HINT.format(root=root) +
+                    '; ' + COCO_HINT)
         raise InputError(
-            f'{where} = {path!r} does not exist. For the toy data, ' +
-            TOY_HINT.format(root=root) + '; ' + COCO_HINT + '. Point the '
-            'config elsewhere with e.g. --cfg-options '
-            'train_dataloader.dataset.data_root=/path/to/coco/')
+            f'{where} = {path!r} does not exist. {hint}. Point the config '
+            'elsewhere with e.g. --cfg-options '
+            f'{where.split(".")[0]}.dataset.data_root=/path/to/data/')
+
+
+def _dataset_hint(ds, root: str) -> Optional[str]:
+    if not ds:
+        return None
+    from mmengine.registry import DATASETS
+    cls = ds.get('type')
+    if isinstance(cls, str):
+        cls = DATASETS.get(cls)  # root registry: our datasets only
+    hint = getattr(cls, 'missing_data_hint', None)
+    return hint(root) if callable(hint) else None
 
 
 def check_checkpoint(path: str) -> None:

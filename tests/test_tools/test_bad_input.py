@@ -4,7 +4,7 @@ import os.path as osp
 
 import pytest
 
-from ..conftest import TOOLS, run_tool, write_toy_config
+from ..conftest import REPO, TOOLS, run_tool, write_toy_config
 
 
 def assert_refused(proc, *fragments):
@@ -91,3 +91,18 @@ def test_slurm_train_rejects_bad_gpus(toy_coco, tmp_path):
     proc = run_tool([osp.join(TOOLS, 'slurm_train.sh'), 'part', 'job', cfg,
                      tmp_path / 'w'], env=dict(GPUS='eight'))
     assert_refused(proc, "GPUS must be a positive integer, got 'eight'")
+
+
+def test_missing_cifar_root_gives_the_cifar_hint(tmp_path):
+    """A dataset class supplies its own hint (missing_data_hint)."""
+    missing = str(tmp_path / 'no_cifar')
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text(
+        f"_base_ = {osp.join(REPO, 'configs', 'cifar10', 'resnet20_psbn_restart9x100.py')!r}\n"
+        f"train_dataloader = dict(dataset=dict(data_root={missing!r}))\n")
+    work_dir = tmp_path / 'work'
+    proc = run_tool(['tools/train.py', cfg, '--work-dir', work_dir])
+    assert_refused(proc, missing, 'cifar-10-batches-py',
+                   'tools/misc/make_toy_cifar.py')
+    assert 'COCO' not in proc.stdout
+    assert not work_dir.exists()
