@@ -10,7 +10,7 @@ root registry); per-channel normalisation happens on the batch in
 Note:
     ``RandomCrop`` here is the root registry's; in the ``mmdet`` scope the
     name resolves to mmdet's detection crop. The CIFAR configs set
-    ``default_scope = None``.
+    ``default_scope = 'mmengine'`` (the root scope).
 """
 import numpy as np
 import torch

@@ -117,11 +117,13 @@ def test_random_labels_function():
 
 def test_standard_augmentation(toy_cifar):
     from mmengine.dataset import Compose
-    pipeline = Compose([
-        dict(type='RandomCrop', crop_size=32, padding=4),
-        dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-        dict(type='PackInputs')
-    ])
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmengine'):  # the configs'
+        pipeline = Compose([
+            dict(type='RandomCrop', crop_size=32, padding=4),
+            dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+            dict(type='PackInputs')
+        ])
     ds = DATASETS.build(dict(type='CIFAR10', data_root=toy_cifar))
     info = ds.get_data_info(3)
     img = info['img']

@@ -1,7 +1,9 @@
-# Runtime of the CIFAR-10 experiments: scope-less (everything they use is in
-# mmengine's root registries, so mmpretrain is not needed), per-epoch logs
-# (the hooks that measure collapse are in the schedules).
-default_scope = None
+# Runtime of the CIFAR-10 experiments: the root scope 'mmengine' (everything
+# they use is in mmengine's root registries, so mmpretrain is not needed; an
+# explicit scope, not None, so that names like RandomCrop resolve to the root
+# registry's even in a process where mmdet's scope was made current before),
+# per-epoch logs (the hooks that measure collapse are in the schedules).
+default_scope = 'mmengine'
 custom_imports = dict(imports=['mmdet_psbn'], allow_failed_imports=False)
 
 default_hooks = dict(

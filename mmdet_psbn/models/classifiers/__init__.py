@@ -2,7 +2,7 @@
 """An mmpretrain-style image classifier (backbone -> neck -> head).
 
 Registered in mmengine's root registries, so configs build it with no scope
-(``default_scope = None``) and mmpretrain is not needed. Users who have
+(``default_scope = 'mmengine'``) and mmpretrain is not needed. Users who have
 mmpretrain can use its own ``ImageClassifier`` (scope ``mmpretrain``) with
 ``norm_cfg=dict(type='psBN')`` instead: psBN is in the root registry too.
 """
