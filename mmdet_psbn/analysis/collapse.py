@@ -126,6 +126,7 @@ class CollapseStats:
     prob_thr: float = PROB_THR
     flops: Optional[np.ndarray] = None  # removable conv FLOPs per channel
     total_flops: Optional[float] = None
+    flops_map: Optional[object] = None  # the ChannelFlops they came from
     meta: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------ layout
@@ -175,7 +176,13 @@ class CollapseStats:
         if self.flops is None or not self.total_flops:
             return None
         mask = self.collapsed & self._counted()
-        return float(self.flops[mask].sum()) / float(self.total_flops)
+        if self.flops_map is None:  # per-channel FLOPs only: an upper bound
+            return min(float(self.flops[mask].sum()) / self.total_flops, 1.)
+        masks = {
+            name: mask[self.channels(i)]
+            for i, name in enumerate(self.names)
+        }
+        return self.flops_map.removed(masks) / float(self.total_flops)
 
     def by_stage(self) -> Dict[str, Dict[str, float]]:
         """Collapsed and dead shares per stage (see :func:`stage_of`)."""
@@ -393,4 +400,5 @@ def attach_flops(stats: CollapseStats, flops_map) -> CollapseStats:
             per_channel[s] = f
     stats.flops = per_channel
     stats.total_flops = flops_map.total
+    stats.flops_map = flops_map
     return stats

@@ -10,6 +10,10 @@ A collapsed channel (|γ| ≈ 0) outputs a constant, so it removes
   dropout), ``(C_out / groups) · k_h · k_w · H_out · W_out``. The constant
   folds into the consumer's bias.
 
+A conv between two collapsed channels (its input channel and its output
+channel both removed) loses their shared multiply-adds once, not twice:
+:meth:`ChannelFlops.removed` counts per conv, so sparsity is at most 1.
+
 What is *not* counted, because the channel is no longer removable there: a
 norm output that meets anything else first, above all a **residual addition**
 (``out += identity``): the sum still varies, so the next conv keeps its
@@ -47,14 +51,75 @@ CHANNELWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU,
 
 
 @dataclass
+class ConvCall:
+    """One call of a conv in the forward pass (a shared head conv is called
+    once per pyramid level): its shape, ``unit`` = multiply-adds of one
+    (input channel, output channel) pair, and the norm layers whose
+    channels are its output channels (``out_norms``: the conv produces
+    them) or its input channels (``in_norms``: it consumes them)."""
+    name: str
+    in_channels: int
+    out_channels: int
+    groups: int
+    unit: float
+    out_norms: List[str] = field(default_factory=list)
+    in_norms: List[str] = field(default_factory=list)
+
+    @property
+    def macs(self) -> float:
+        return self.unit * self.out_channels * self.in_channels / self.groups
+
+    def removed(self, out_mask: np.ndarray, in_mask: np.ndarray) -> float:
+        """Multiply-adds removed when the output channels ``out_mask`` and
+        the input channels ``in_mask`` are removed: every (input, output)
+        pair of a group that has either side removed, each pair once."""
+        g = self.groups
+        o = out_mask.reshape(g, -1).sum(1).astype(float)
+        i = in_mask.reshape(g, -1).sum(1).astype(float)
+        cin_g, cout_g = self.in_channels // g, self.out_channels // g
+        return self.unit * float((o * cin_g + i * cout_g - o * i).sum())
+
+
+@dataclass
 class ChannelFlops:
     """Per norm layer, the conv multiply-adds each channel removes if it
-    collapses (``removable``), the model's total conv multiply-adds
-    (``total``), and what was found for each layer (``links``: producer and
-    consumer conv names)."""
+    collapses alone (``removable``), the model's total conv multiply-adds
+    (``total``), what was found for each layer (``links``: producer and
+    consumer conv names), and the conv calls (``calls``), from which
+    :meth:`removed` counts what a set of collapsed channels removes
+    together."""
     removable: Dict[str, np.ndarray]
     total: float
     links: Dict[str, dict] = field(default_factory=dict)
+    calls: List[ConvCall] = field(default_factory=list)
+
+    def removed(self, collapsed: Dict[str, np.ndarray]) -> float:
+        """Conv multiply-adds removed by the collapsed channels
+        (``collapsed``: a boolean mask per norm layer name; layers not in it
+        remove nothing).
+
+        Summing ``removable`` would count twice the pairs of a conv whose
+        input channel and output channel are both collapsed (the conv
+        between two collapsed norm layers); here each conv's removed pairs
+        are counted once, so the result never exceeds :attr:`total`.
+        """
+        done = 0.0
+        for call in self.calls:
+            out_mask = _union(collapsed, call.out_norms, call.out_channels)
+            in_mask = _union(collapsed, call.in_norms, call.in_channels)
+            if out_mask.any() or in_mask.any():
+                done += call.removed(out_mask, in_mask)
+        return done
+
+
+def _union(masks: Dict[str, np.ndarray], names: List[str],
+           channels: int) -> np.ndarray:
+    out = np.zeros(channels, dtype=bool)
+    for name in names:
+        m = masks.get(name)
+        if m is not None and len(m) == channels:
+            out |= m
+    return out
 
 
 def _is_conv(m: nn.Module) -> bool:
@@ -139,17 +204,21 @@ def channel_flops(model: nn.Module,
             m.training = flag
 
     total = 0.0
-    produced_by = {}  # out key of a conv -> (conv name, MACs per out channel)
-    consumers = defaultdict(list)  # in key -> [(conv name, MACs per in ch)]
+    calls: List[ConvCall] = []
+    produced_by = {}  # out key of a conv -> (its call, MACs per out channel)
+    consumers = defaultdict(list)  # in key -> [(its call, MACs per in ch)]
     passes = {}  # in key -> out key, for channel-wise modules
     for name, m, in_keys, out_key, out in events:
         if _is_conv(m):
             per_out = _conv_macs_per_out_channel(m, out)
             total += per_out * m.out_channels
-            produced_by[out_key] = (name, per_out)
+            call = ConvCall(name, m.in_channels, m.out_channels, m.groups,
+                            per_out * m.groups / m.in_channels)
+            calls.append(call)
+            produced_by[out_key] = (call, per_out)
             if in_keys:
                 consumers[in_keys[0]].append(
-                    (name, _conv_macs_per_in_channel(m, out)))
+                    (call, _conv_macs_per_in_channel(m, out)))
         elif isinstance(m, CHANNELWISE) and in_keys:
             passes[in_keys[0]] = out_key
 
@@ -164,13 +233,16 @@ def channel_flops(model: nn.Module,
         producer = produced_by.get(in_keys[0]) if in_keys else None
         if producer is not None:
             per_channel += producer[1]
-            link['producers'].append(producer[0])
+            link['producers'].append(producer[0].name)
+            producer[0].out_norms.append(name)
         # Follow the output through channel-wise modules to the convs.
         k, seen = out_key, set()
         while k is not None and k not in seen:
             seen.add(k)
-            for conv_name, per_in in consumers.get(k, []):
+            for call, per_in in consumers.get(k, []):
                 per_channel += per_in
-                link['consumers'].append(conv_name)
+                link['consumers'].append(call.name)
+                call.in_norms.append(name)
             k = passes.get(k)
-    return ChannelFlops(removable=removable, total=total, links=links)
+    return ChannelFlops(
+        removable=removable, total=total, links=links, calls=calls)

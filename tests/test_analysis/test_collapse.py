@@ -127,11 +127,59 @@ def test_flops_match_hand_count_and_sparsity():
     set_affine(m.bn1, [0.0, 1.0, 1.0, 1.0], [0.5, 0, 0, 0])
     set_affine(m.bn2, [1.0, 1e-4, 1.0, 1.0], [0, 0.5, 0, 0])
     s = attach_flops(measure_model(m), f)
-    assert s.sparsity() == pytest.approx((1984 + 256) / 12544)
+    # conv2's pair (input 0, output 1) is in both channels' 1984 and 256:
+    # counted once, 64 MACs less than their sum
+    assert s.sparsity() == pytest.approx((1984 + 256 - 64) / 12544)
     # the pass left training mode and running statistics alone
     m.train()
     channel_flops(m, torch.zeros(1, 3, 8, 8))
     assert m.training and m.bn1.num_batches_tracked.item() == 0
+
+
+def test_sparsity_counts_a_conv_between_collapsed_channels_once():
+    # The middle conv reads bn0's channels and feeds bn1's: with both
+    # collapsed, summing per channel counts it twice, past 100 %.
+    m = nn.Sequential(
+        nn.Conv2d(1, 4, 1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4))
+    f = channel_flops(m, torch.zeros(1, 1, 4, 4))
+    assert f.total == 1 * 4 * 16 + 4 * 4 * 9 * 16  # 64 + 2304
+    set_affine(m[1], [1e-5] * 4, [0.5] * 4)  # (all exactly 0: zero-init)
+    set_affine(m[4], [1e-4] * 4, [0.5] * 4)
+    s = attach_flops(measure_model(m), f)
+    naive = (f.removable['1'].sum() + f.removable['4'].sum()) / f.total
+    assert naive == pytest.approx((64 + 2304 + 2304) / 2368)  # 1.97
+    assert s.sparsity() == pytest.approx(1.0)
+    # input channel 0 and output channel 1 of the middle conv: 4 + 4 - 1
+    # of its 16 (input, output) pairs, 9 * 16 = 144 MACs each
+    set_affine(m[1], [0.0, 1, 1, 1], [0.5] * 4)
+    set_affine(m[4], [1, 1e-4, 1, 1], [0.5] * 4)
+    s = attach_flops(measure_model(m), f)
+    assert s.sparsity() == pytest.approx((16 + 7 * 144) / 2368)
+    # the Block: conv2 between bn1 and bn2, conv1 fully removed
+    b = Block()
+    f = channel_flops(b, torch.zeros(1, 3, 8, 8))
+    set_affine(b.bn1, [1e-5] * 4, [0.5] * 4)
+    set_affine(b.bn2, [1e-5] * 4, [0.5] * 4)
+    s = attach_flops(measure_model(b), f)
+    assert s.sparsity() == pytest.approx((6912 + 1024) / 12544)
+
+
+def test_sparsity_with_grouped_convs_counts_pairs_within_groups():
+    m = nn.Sequential(
+        nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Conv2d(4, 4, 1, groups=2), nn.BatchNorm2d(4))
+    f = channel_flops(m, torch.zeros(1, 4, 2, 2))
+    assert f.total == 4 * 4 * 4 + 4 * 2 * 4
+    set_affine(m[1], [0.0, 1, 1, 1], [0.5] * 4)  # input 0 of group 0
+    set_affine(m[4], [1, 1, 0.0, 1], [0.5] * 4)  # output 2, group 1
+    s = attach_flops(measure_model(m), f)
+    # conv0 loses output 0 (4 inputs x 4 pixels); the grouped conv loses
+    # input 0 (2 outputs) and output 2 (2 inputs), no shared pair
+    assert s.sparsity() == pytest.approx((16 + 8 + 8) / 96)
+    set_affine(m[4], [0.0, 1, 1, 1], [0.5] * 4)  # output 0, group 0
+    s = attach_flops(measure_model(m), f)
+    assert s.sparsity() == pytest.approx((16 + (2 + 2 - 1) * 4) / 96)
 
 
 def test_flops_through_pooling_and_grouped_convs():
