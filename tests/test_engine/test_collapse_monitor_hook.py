@@ -122,6 +122,32 @@ class TestCollapseMonitorHook(RunnerTestCase):
             runner.message_hub.get_scalar(
                 'train/collapse/entered_dead').current(), 4)
 
+    def test_zero_init_layers_names_moved_zero_init_layers(self):
+        # A finetune from a checkpoint whose zero-init bn2 has moved off 0
+        # (tiny, not exactly 0): without the option it is collapsed ...
+        cfg = self.build_cfg()
+        runner = self.build_runner(cfg)
+        with torch.no_grad():
+            runner.model.bn2.weight.fill_(1e-5)
+        runner.train()
+        report = json.load(
+            open(osp.join(runner.work_dir, 'collapse', 'report.json')))
+        self.assertEqual(report['history'][0]['collapsed'], 4 / 12)
+        # ... with it, reported apart as zero-init
+        cfg = self.build_cfg(zero_init_layers=r'bn2$')
+        cfg.experiment_name = 'named'
+        runner = self.build_runner(cfg)
+        with torch.no_grad():
+            runner.model.bn2.weight.fill_(1e-5)
+        runner.train()
+        hook = next(h for h in runner.hooks
+                    if isinstance(h, CollapseMonitorHook))
+        self.assertEqual(hook._history[0]['collapsed'], 0)
+        self.assertEqual(hook._history[0]['zero_init'], 4 / 12)
+        with self.assertRaisesRegex(ValueError,
+                                    'zero_init_layers must be a regular'):
+            CollapseMonitorHook(zero_init_layers='bn[')
+
     def test_state_survives_resume(self):
         cfg = self.build_cfg()
         runner = self.build_runner(cfg)

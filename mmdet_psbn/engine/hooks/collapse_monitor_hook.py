@@ -8,6 +8,7 @@ import json
 import math
 import os
 import os.path as osp
+import re
 from typing import Dict, List, Optional
 
 import torch
@@ -17,7 +18,8 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 from mmdet_psbn.analysis.collapse import (CollapseStats, _validate_thresholds,
-                                          attach_flops, measure_model)
+                                          attach_flops, measure_model,
+                                          norm_layers)
 from mmdet_psbn.analysis.flops import channel_flops
 from mmdet_psbn.analysis.plots import (plot_gamma_beta, plot_gamma_hist,
                                        plot_history)
@@ -95,6 +97,14 @@ class CollapseMonitorHook(Hook):
             pass of one image at the first iteration. Defaults to True.
         out_dir (str): Folder in the work dir for the report and plots.
             Defaults to ``'collapse'``.
+        zero_init_layers (str, optional): A regular expression
+            (``re.search`` on the layer name): matching norm layers are
+            zero-init layers (reported apart while below ``gamma_thr``) even
+            when their γ are no longer exactly 0. For a finetune from a
+            checkpoint trained briefly with ``zero_init_residual``, e.g.
+            ``'bn3$'`` for mmdet's ResNet-50 (``'bn2$'`` for ResNet-18).
+            Layers all-zero at the first measurement are found without it.
+            Defaults to None.
 
     Note:
         - Each measurement makes one host-device copy (one synchronisation)
@@ -117,7 +127,8 @@ class CollapseMonitorHook(Hook):
                  jump_thr: float = 0.02,
                  by_stage: bool = True,
                  flops: bool = True,
-                 out_dir: str = 'collapse') -> None:
+                 out_dir: str = 'collapse',
+                 zero_init_layers: Optional[str] = None) -> None:
         if isinstance(interval, bool) or not isinstance(
                 interval, int) or interval < 1:
             raise ValueError(f'interval must be a positive integer, got '
@@ -132,6 +143,14 @@ class CollapseMonitorHook(Hook):
         self.by_stage = by_stage
         self.flops = flops
         self.out_dir = out_dir
+        try:
+            self.zero_init_layers = re.compile(
+                zero_init_layers) if zero_init_layers is not None else None
+        except (re.error, TypeError) as e:
+            raise ValueError(
+                'zero_init_layers must be a regular expression matching '
+                f'norm layer names (e.g. "bn3$"), got {zero_init_layers!r}: '
+                f'{e}') from None
         self._last: Optional[CollapseStats] = None
         self._history: List[dict] = []
         self._flops_map = None
@@ -227,9 +246,14 @@ class CollapseMonitorHook(Hook):
     def _measure(self, runner, it: int) -> None:
         if self._history and self._history[-1]['iter'] == it:
             return  # the epoch end falls on an interval
-        known = self._last.zero_init_layers if self._last is not None else ()
-        stats = measure_model(_unwrap(runner.model), self.gamma_thr,
-                              self.prob_thr, zero_init_layers=known)
+        model = _unwrap(runner.model)
+        known = set(self._last.zero_init_layers
+                    if self._last is not None else ())
+        if self.zero_init_layers is not None:
+            known.update(name for name, _, _ in norm_layers(model)
+                         if self.zero_init_layers.search(name))
+        stats = measure_model(model, self.gamma_thr, self.prob_thr,
+                              zero_init_layers=known)
         stats.meta.update(iter=it, epoch=runner.epoch)
         if self._flops_map is not None:
             attach_flops(stats, self._flops_map)
@@ -278,9 +302,11 @@ class CollapseMonitorHook(Hook):
                 sparsity='share of conv FLOPs (multiply-adds) removed by '
                 'collapsed channels: producer conv output channel + consumer '
                 'conv input channels reached through channel-wise ops only '
-                '(not through residual additions)',
+                '(not through residual additions), each conv (input, output) '
+                'pair once',
                 zero_init='layers whose every gamma is exactly 0 (by design, '
-                'e.g. zero_init_residual), left out of the shares'),
+                'e.g. zero_init_residual) or named by zero_init_layers, left '
+                'out of the shares while below the threshold'),
             summary=stats.summary() if stats else None,
             by_stage=stats.by_stage() if stats else None,
             layers=stats.per_layer() if stats else [],
