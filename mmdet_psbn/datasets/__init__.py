@@ -1,5 +1,6 @@
 # Copyright (c) mmdet-psbn contributors. All rights reserved.
 from .toy_coco import TOY_CLASSES, make_toy_coco
 from . import cifar  # noqa: F401  registers CIFAR10, PackInputs, RandomCrop
+from . import cifar_device  # noqa: F401  DeviceCIFAR10, prebatched_collate
 
 __all__ = ['TOY_CLASSES', 'make_toy_coco']

@@ -6,10 +6,11 @@ Registered in mmengine's root registries, so configs build it with no scope
 mmpretrain can use its own ``ImageClassifier`` (scope ``mmpretrain``) with
 ``norm_cfg=dict(type='psBN')`` instead: psBN is in the root registry too.
 """
-from .image import (ClsDataPreprocessor, GlobalAveragePooling,
-                    ImageClassifier, LinearClsHead)
+from .image import (ClsDataPreprocessor, CropFlipDataPreprocessor,
+                    GlobalAveragePooling, ImageClassifier, LinearClsHead,
+                    random_crop_flip)
 
 __all__ = [
-    'ClsDataPreprocessor', 'GlobalAveragePooling', 'ImageClassifier',
-    'LinearClsHead'
+    'ClsDataPreprocessor', 'CropFlipDataPreprocessor', 'GlobalAveragePooling',
+    'ImageClassifier', 'LinearClsHead', 'random_crop_flip'
 ]

@@ -6,20 +6,23 @@ Data contract (what :class:`~mmdet_psbn.datasets.PackInputs` produces):
 ``data_samples`` a list of :class:`mmengine.structures.BaseDataElement` with
 ``gt_label`` (a LongTensor of shape (1,)) and the metainfo ``sample_idx``.
 Predictions are the same elements with ``pred_score`` (softmax over the
-classes, shape (C,)) and ``pred_label`` (shape (1,)) added.
+classes, shape (C,)) and ``pred_label`` (shape (1,)) added. A batch may also
+arrive as one uint8 (N, C, H, W) tensor (``DeviceCIFAR10``); the data
+preprocessors take both.
 """
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.dist import get_rank
 from mmengine.model import BaseModel, BaseModule, ImgDataPreprocessor
 from mmengine.registry import MODELS
 from mmengine.structures import BaseDataElement
 
 __all__ = [
-    'ClsDataPreprocessor', 'GlobalAveragePooling', 'ImageClassifier',
-    'LinearClsHead'
+    'ClsDataPreprocessor', 'CropFlipDataPreprocessor', 'GlobalAveragePooling',
+    'ImageClassifier', 'LinearClsHead', 'random_crop_flip'
 ]
 
 
@@ -41,6 +44,118 @@ class ClsDataPreprocessor(ImgDataPreprocessor):
                  non_blocking: bool = False) -> None:
         super().__init__(mean=mean, std=std, bgr_to_rgb=to_rgb,
                          non_blocking=non_blocking)
+
+
+def random_crop_flip(inputs: torch.Tensor,
+                     crop_size: int = 32,
+                     padding: int = 4,
+                     flip_prob: float = 0.5,
+                     generator: Optional[torch.Generator] = None
+                     ) -> torch.Tensor:
+    r"""``RandomCrop(crop_size, padding)`` then ``RandomFlip(flip_prob,
+    'horizontal')`` on a whole (N, C, H, W) batch, with one gather.
+
+    Each image is zero-padded by ``padding`` pixels on each side, an
+    offset ``(dy, dx)`` is drawn uniformly from ``0 .. H + 2 * padding -
+    crop_size`` (and likewise for W), and the crop is mirrored
+    left-right with probability ``flip_prob``:
+
+    .. math::
+        out[n, c, i, j] = padded[n, c, dy_n + i, dx_n + (crop - 1 - j
+        \text{ if flipped}_n \text{ else } j)]
+
+    The same distribution as the per-sample transforms, drawn from
+    ``generator`` (on the device of ``inputs``; torch's default one if
+    None). Any dtype: on raw uint8 the padding is pixel value 0, as in the
+    ordinary pipeline.
+    """
+    if inputs.dim() != 4:
+        raise ValueError(f'random_crop_flip needs an (N, C, H, W) batch, got '
+                         f'shape {tuple(inputs.shape)}')
+    n, c, h, w = inputs.shape
+    span_y = h + 2 * padding - crop_size + 1
+    span_x = w + 2 * padding - crop_size + 1
+    if span_y < 1 or span_x < 1:
+        raise ValueError(f'crop_size {crop_size} is larger than the padded '
+                         f'image ({h}x{w} + 2 x {padding})')
+    dev = inputs.device
+    dy = torch.randint(0, span_y, (n, 1), device=dev, generator=generator)
+    dx = torch.randint(0, span_x, (n, 1), device=dev, generator=generator)
+    flip = torch.rand(n, 1, device=dev, generator=generator) < flip_prob
+    steps = torch.arange(crop_size, device=dev)
+    rows = dy + steps
+    cols = dx + torch.where(flip, steps.flip(0), steps)
+    if padding:
+        inputs = F.pad(inputs, (padding, ) * 4)
+    return inputs[torch.arange(n, device=dev).view(n, 1, 1, 1),
+                  torch.arange(c, device=dev).view(1, c, 1, 1),
+                  rows.view(n, 1, crop_size, 1),
+                  cols.view(n, 1, 1, crop_size)]
+
+
+@MODELS.register_module()
+class CropFlipDataPreprocessor(ClsDataPreprocessor):
+    """:class:`ClsDataPreprocessor` that also augments the batch in
+    training: zero padding, random crop, horizontal flip
+    (:func:`random_crop_flip`), on the device, before normalisation.
+
+    The augmentation half of the fast CIFAR path (``DeviceCIFAR10`` is the
+    data half); in eval mode it only normalises.
+
+    Args:
+        mean, std, to_rgb, non_blocking: As :class:`ClsDataPreprocessor`.
+        crop_size (int): Side of the crop. Defaults to 32.
+        padding (int): Zero padding on each side. Defaults to 4.
+        flip_prob (float): Probability of a left-right flip. Defaults to
+            0.5.
+
+    Note:
+        The draws come from a generator of its own on the batch's device,
+        seeded on first use with ``torch.initial_seed() + rank``: the seed
+        mmengine's ``randomness=dict(seed=...)`` set (or drew), so a seeded
+        run repeats its augmentations, and the ranks of a distributed run
+        differ as DataLoader workers do. The generator state is not
+        checkpointed (nor is the workers'); a resumed run draws afresh.
+    """
+
+    def __init__(self,
+                 mean: Optional[Sequence[float]] = None,
+                 std: Optional[Sequence[float]] = None,
+                 to_rgb: bool = False,
+                 non_blocking: bool = False,
+                 crop_size: int = 32,
+                 padding: int = 4,
+                 flip_prob: float = 0.5) -> None:
+        if not (isinstance(crop_size, int) and isinstance(padding, int)
+                and crop_size >= 1 and padding >= 0
+                and 0 <= flip_prob <= 1):
+            raise ValueError(f'need integers crop_size >= 1 and padding >= '
+                             f'0, and 0 <= flip_prob <= 1; got crop_size='
+                             f'{crop_size!r}, padding={padding!r}, '
+                             f'flip_prob={flip_prob!r}')
+        super().__init__(mean=mean, std=std, to_rgb=to_rgb,
+                         non_blocking=non_blocking)
+        self.crop_size = crop_size
+        self.padding = padding
+        self.flip_prob = flip_prob
+        self._generator: Optional[torch.Generator] = None
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        """The augmentation's generator on ``device`` (made on first use)."""
+        if self._generator is None or self._generator.device != device:
+            seed = (torch.initial_seed() + get_rank()) % 2**64
+            self._generator = torch.Generator(device=device).manual_seed(seed)
+        return self._generator
+
+    def forward(self, data: dict, training: bool = False) -> dict:
+        if training:
+            inputs = self.cast_data(data['inputs'])
+            if isinstance(inputs, (list, tuple)):
+                inputs = torch.stack(inputs)
+            data = dict(data, inputs=random_crop_flip(
+                inputs, self.crop_size, self.padding, self.flip_prob,
+                self.generator(inputs.device)))
+        return super().forward(data, training)
 
 
 @MODELS.register_module()
