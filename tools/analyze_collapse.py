@@ -10,7 +10,11 @@ Reads mmengine / mmdet checkpoints (``{'state_dict': ...}``) and bare
 (``weights_only=True``). One checkpoint: a per-layer table. Several: side by
 side (e.g. a BN run against a psBN run), and, read as a series in the order
 given, the collapsed / dead share over training. FLOPs sparsity needs the
-graph: pass the model's ``--config``. Writes ``collapse_analysis.json``,
+graph: pass the model's ``--config``. So does the dead measure's coverage:
+with the config only rectified channels (a ReLU reads them first) are
+counted; without it a state dict cannot tell a residual-branch BN from one
+that a ReLU follows, every BN layer is counted (an upper bound) and the
+output says so. Writes ``collapse_analysis.json``,
 ``gamma_hist.png``, ``gamma_beta_<label>.png`` and ``history.png`` to
 ``--out-dir``. See mmdet_psbn/analysis/collapse.py for the definitions.
 """
@@ -44,8 +48,9 @@ def parse_args(argv=None):
         '--out-dir', default='work_dirs/collapse_analysis',
         help='where the JSON report and plots go')
     parser.add_argument(
-        '--config', help='model config, for FLOPs sparsity (the model is '
-        'built, no weights are loaded or downloaded)')
+        '--config', help='model config, for FLOPs sparsity and the '
+        'rectified channels the dead share covers (the model is built, no '
+        'weights are loaded or downloaded)')
     parser.add_argument(
         '--input-size', nargs=2, type=int, default=[512, 512],
         metavar=('H', 'W'), help='input size of the FLOPs pass')
@@ -143,7 +148,7 @@ def main(argv=None):
     flops = flops_map_from_config(args.config, args.input_size) \
         if args.config else None
     results, stats_list = [], []
-    zero_init = ()
+    zero_init, previous = (), None
     paths = args.checkpoints
     if len(paths) > 2:
         from mmengine.utils import track_iter_progress
@@ -158,13 +163,14 @@ def main(argv=None):
             ]
         try:
             stats = measure_state_dict(state_dict, args.gamma_thr,
-                                       args.prob_thr, zero_init)
+                                       args.prob_thr, zero_init,
+                                       previous=previous)
         except ValueError as e:
             raise InputError(str(e))
         if not stats.names:
             raise InputError(f'{path!r} has no BatchNorm-like layer '
                              '(weight, bias, running_mean, running_var)')
-        zero_init = stats.zero_init_layers  # a series: pass them on
+        previous = stats  # a series: zero-init layers are decided once
         if flops is not None:
             attach_flops(stats, flops)
         stats_list.append(stats)
@@ -180,13 +186,20 @@ def main(argv=None):
 
     print(format_table([r['layers'] for r in results], labels))
     print()
+    if flops is None:
+        print('dead: every BN layer counted (no --config: a state dict does '
+              'not tell which layers a ReLU follows), an upper bound')
+    else:
+        print('dead: rectified channels only (read from the graph of '
+              f'{args.config})')
     for r in results:
         s = r['summary']
         print(f'{r["label"]}: collapsed {100 * s["collapsed"]:.2f} %, dead '
-              f'{100 * s["dead"]:.2f} %, zero-init {100 * s["zero_init"]:.2f}'
-              f' % (of which dead {100 * s["zero_init_dead"]:.2f} %)' + (f', FLOPs sparsity {100 * s["sparsity"]:.2f} %'
-                      if 'sparsity' in s else
-                      ' (FLOPs sparsity: pass --config)'))
+              f'{100 * s["dead"]:.2f} % of {int(s["rectified_channels"])} '
+              f'channels, zero-init {100 * s["zero_init"]:.2f} % (of which '
+              f'dead {100 * s["zero_init_dead"]:.2f} %)' +
+              (f', FLOPs sparsity {100 * s["sparsity"]:.2f} %'
+               if 'sparsity' in s else ' (FLOPs sparsity: pass --config)'))
     if len(stats_list) > 1:
         for prev, cur, r in zip(stats_list, stats_list[1:], results[1:]):
             r['transitions'] = cur.transitions(prev)

@@ -22,6 +22,15 @@ whose input is not a conv's output (no producer) counts only its consumers.
 Linear layers and transposed convs are not counted at all, neither in the
 removed FLOPs nor in the total.
 
+The same pass tells which norm layers are **rectified**: their output goes
+into a ReLU, ReLU6 or LeakyReLU module before anything else (through only
+sign-preserving modules: identity, dropout, max pooling). Only such a
+channel can be *dead* (never fires, gets no gradient); the last BN of a
+residual branch and a downsample BN feed an addition, where a negative
+output is a perfectly live one. A rectifier called as a function
+(``F.relu``) is not a module and is not seen: its norm layer counts as not
+rectified.
+
 The graph is read from one forward pass with hooks on the leaf modules, not
 by tracing, so any model that runs eagerly works. Tensors are matched by
 identity *and* version counter: an in-place ReLU hands on the same tensor
@@ -38,6 +47,12 @@ import torch.nn as nn
 from torch.nn.modules.conv import _ConvNd
 
 from .collapse import layer_kind
+
+# The rectifiers after which a channel that is never positive is dead.
+RECTIFIERS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU)
+# Modules through which "never positive" stays "never positive".
+SIGN_PRESERVING = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.MaxPool1d,
+                   nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool2d)
 
 # Modules that act on each channel on its own: a constant channel stays a
 # constant channel through them.
@@ -85,13 +100,20 @@ class ChannelFlops:
     """Per norm layer, the conv multiply-adds each channel removes if it
     collapses alone (``removable``), the model's total conv multiply-adds
     (``total``), what was found for each layer (``links``: producer and
-    consumer conv names), and the conv calls (``calls``), from which
+    consumer conv names), the conv calls (``calls``), from which
     :meth:`removed` counts what a set of collapsed channels removes
-    together."""
+    together, and whether each norm layer's output goes into a rectifier
+    first (``rectified``, see the module docstring)."""
     removable: Dict[str, np.ndarray]
     total: float
     links: Dict[str, dict] = field(default_factory=dict)
     calls: List[ConvCall] = field(default_factory=list)
+    rectified: Dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def rectified_layers(self) -> List[str]:
+        """Names of the norm layers whose output is rectified."""
+        return [name for name, r in self.rectified.items() if r]
 
     def removed(self, collapsed: Dict[str, np.ndarray]) -> float:
         """Conv multiply-adds removed by the collapsed channels
@@ -186,7 +208,7 @@ def channel_flops(model: nn.Module,
     watched = [
         m for m in model.modules()
         if _is_conv(m) or layer_kind(m) is not None
-        or isinstance(m, CHANNELWISE)
+        or isinstance(m, CHANNELWISE + RECTIFIERS + SIGN_PRESERVING)
     ]
     handles = []
     for m in watched:
@@ -208,7 +230,10 @@ def channel_flops(model: nn.Module,
     produced_by = {}  # out key of a conv -> (its call, MACs per out channel)
     consumers = defaultdict(list)  # in key -> [(its call, MACs per in ch)]
     passes = {}  # in key -> out key, for channel-wise modules
+    readers = defaultdict(list)  # in key -> [(module, its out key)]
     for name, m, in_keys, out_key, out in events:
+        if in_keys:
+            readers[in_keys[0]].append((m, out_key))
         if _is_conv(m):
             per_out = _conv_macs_per_out_channel(m, out)
             total += per_out * m.out_channels
@@ -224,9 +249,13 @@ def channel_flops(model: nn.Module,
 
     removable: Dict[str, np.ndarray] = OrderedDict()
     links: Dict[str, dict] = OrderedDict()
+    rectified: Dict[str, bool] = OrderedDict()
     for name, m, in_keys, out_key, out in events:
         if layer_kind(m) is None:
             continue
+        # A layer called several times is rectified only if every call is.
+        rectified[name] = rectified.get(name, True) and _is_rectified(
+            out_key, readers)
         channels = out.shape[1] if out.dim() > 1 else out.shape[0]
         per_channel = removable.setdefault(name, np.zeros(channels))
         link = links.setdefault(name, dict(producers=[], consumers=[]))
@@ -245,4 +274,26 @@ def channel_flops(model: nn.Module,
                 call.in_norms.append(name)
             k = passes.get(k)
     return ChannelFlops(
-        removable=removable, total=total, links=links, calls=calls)
+        removable=removable,
+        total=total,
+        links=links,
+        calls=calls,
+        rectified=rectified)
+
+
+def _is_rectified(key, readers) -> bool:
+    """Whether the tensor ``key`` reaches a rectifier through only
+    sign-preserving modules, and nothing else reads it on the way."""
+    seen = set()
+    while key not in seen:
+        seen.add(key)
+        found = readers.get(key, [])
+        if not found:
+            return False  # an addition, a reshape, the model's output...
+        if all(isinstance(m, RECTIFIERS) for m, _ in found):
+            return True
+        if len(found) == 1 and isinstance(found[0][0], SIGN_PRESERVING):
+            key = found[0][1]
+            continue
+        return False
+    return False

@@ -56,13 +56,20 @@ def plot_gamma_hist(stats: Sequence[CollapseStats], labels: Sequence[str],
 
 def plot_gamma_beta(stats: CollapseStats, label: str, path: str) -> str:
     """Scatter of |γ| against β + α; the dead region
-    ``(β + α) / |γ| < Φ⁻¹(prob_thr)`` is shaded."""
+    ``(β + α) / |γ| < Φ⁻¹(prob_thr)`` is shaded. Channels that are not
+    rectified (they feed an addition) are drawn apart: they cannot be
+    dead."""
     fig = Figure(figsize=(5.6, 4.4))
     ax = fig.subplots()
     counted = stats._counted()
     g, b = stats.abs_gamma[counted], stats.shifted_beta[counted]
-    dead = stats.dead[counted]
-    ax.scatter(g[~dead], b[~dead], s=3, alpha=0.5, label='alive')
+    rect = stats._rectified()[counted]
+    dead = stats.dead[counted] & rect
+    alive = rect & ~dead
+    ax.scatter(g[alive], b[alive], s=3, alpha=0.5, label='alive')
+    if (~rect).any():
+        ax.scatter(g[~rect], b[~rect], s=3, alpha=0.3, color='tab:gray',
+                   label=f'not rectified ({int((~rect).sum())})')
     ax.scatter(g[dead], b[dead], s=5, alpha=0.8, color='tab:red',
                label=f'dead ({int(dead.sum())})')
     xmax = float(g.max()) * 1.05 if len(g) else 1.0
@@ -84,16 +91,20 @@ def plot_gamma_beta(stats: CollapseStats, label: str, path: str) -> str:
 def plot_history(history: List[Dict[str, float]], x_key: str, path: str,
                  title: str = 'Filter collapse over training') -> str:
     """Shares over time; ``history`` rows have ``x_key`` and any of
-    ``collapsed``, ``dead``, ``sparsity`` (fractions)."""
+    ``collapsed``, ``dead``, ``inactive``, ``sparsity`` (fractions); a
+    measure a row lacks is not drawn there."""
     fig = Figure(figsize=(6.4, 4.0))
     ax = fig.subplots()
-    xs = [row[x_key] for row in history]
+    labels = dict(dead='dead (rectified channels)',
+                  inactive='inactive (rectified, probe batch)',
+                  sparsity='FLOPs sparsity')
     for key, style in (('collapsed', '-o'), ('dead', '-s'),
-                       ('sparsity', '-^')):
-        ys = [row.get(key) for row in history]
-        if any(y is not None for y in ys):
-            ax.plot(xs, [100 * (y or 0.0) for y in ys], style, ms=3,
-                    label=key if key != 'sparsity' else 'FLOPs sparsity')
+                       ('inactive', '-x'), ('sparsity', '-^')):
+        pts = [(row[x_key], row[key]) for row in history
+               if row.get(key) is not None]
+        if pts:
+            ax.plot([x for x, _ in pts], [100 * y for _, y in pts], style,
+                    ms=3, label=labels.get(key, key))
     ax.set_xlabel(x_key)
     ax.set_ylabel('%')
     ax.set_title(title)

@@ -189,3 +189,55 @@ class TestCollapseMonitorHook(RunnerTestCase):
             CollapseMonitorHook(jump_thr=2)
         with self.assertRaisesRegex(ValueError, 'prob_thr'):
             CollapseMonitorHook(prob_thr=0)
+
+    def test_rectified_dead_and_inactive_in_every_row(self):
+        runner = self.build_runner(self.build_cfg())
+        with torch.no_grad():  # 4 of bn1's 8 channels never fire
+            runner.model.bn1.bias[:4] = -100.0
+        runner.train()
+        report = json.load(
+            open(osp.join(runner.work_dir, 'collapse', 'report.json')))
+        for row in report['history']:
+            # bn1 only: bn2 is the model's output, no ReLU reads it
+            self.assertEqual(row['rectified_channels'], 8, row)
+            self.assertEqual(row['dead_rule'], 'rectified', row)
+            self.assertIn('inactive', row)
+        start = report['history'][0]
+        self.assertEqual(start['iter'], 0)
+        self.assertEqual(start['dead'], 4 / 8)
+        # taken from the first iteration's real training forward
+        self.assertEqual(start['inactive'], 4 / 8)
+        self.assertIn('train/collapse/inactive',
+                      runner.message_hub.log_scalars)
+        layers = {r['name']: r for r in report['layers']}
+        self.assertTrue(layers['bn1']['rectified'])
+        self.assertFalse(layers['bn2']['rectified'])
+
+    def test_the_monitor_changes_nothing_in_training(self):
+        """Graph pass and activation probes leave losses and parameters
+        bit-identical to a run without the hook."""
+
+        def run(name, hooks):
+            cfg = self.build_cfg()
+            cfg.custom_hooks = hooks
+            cfg.experiment_name = name
+            cfg.work_dir = osp.join(cfg.work_dir, name)
+            cfg.randomness = dict(seed=0)
+            runner = self.build_runner(cfg)
+            runner.train()
+            losses = [
+                r['loss'] for r in map(
+                    json.loads,
+                    open(osp.join(runner.log_dir, 'vis_data',
+                                  'scalars.json'))) if 'loss' in r
+            ]
+            return losses, runner.model.state_dict()
+
+        plain = run('plain', [])
+        watched = run('watched', [
+            dict(type='CollapseMonitorHook', interval=1, activation=True)
+        ])
+        self.assertTrue(plain[0])
+        self.assertEqual(plain[0], watched[0])
+        for key, value in plain[1].items():
+            self.assertTrue(torch.equal(value, watched[1][key]), key)

@@ -32,6 +32,8 @@ def test_side_by_side_series_json_and_plots(tmp_path):
     assert 'bn1' in proc.stdout and 'BN/psBN' in proc.stdout
     assert 'BN: collapsed 12.50 %, dead 25.00 %' in proc.stdout
     assert 'psBN: collapsed 12.50 %, dead 12.50 %' in proc.stdout
+    # no --config: the rule used for the dead share is stated
+    assert 'dead: every BN layer counted (no --config' in proc.stdout
     report = json.load(open(out / 'collapse_analysis.json'))
     first, second = report['checkpoints']
     assert first['iter'] == 10 and second['iter'] is None
@@ -66,6 +68,12 @@ def test_flops_sparsity_with_config(tmp_path):
     total = 1.82e9 * (64 / 224)**2  # ResNet-18: 1.82 GMACs at 224
     assert s["sparsity"] == pytest.approx(removed / total,
                                            rel=0.03)
+    # With the graph, the dead share covers the rectified channels: the
+    # stem's bn1 and each BasicBlock's bn1 (64 + 2*(64+128+256+512)), not
+    # bn2 or the downsample BNs, which feed an addition (4,800 in all).
+    assert s['channels'] == 4800 and s['rectified_channels'] == 1984
+    assert s['dead_rule'] == 'rectified'
+    assert 'dead: rectified channels only' in proc.stdout
 
 
 def test_refuses_unsafe_and_corrupt_files(tmp_path):

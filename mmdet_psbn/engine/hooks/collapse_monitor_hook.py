@@ -17,9 +17,9 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
-from mmdet_psbn.analysis.collapse import (CollapseStats, _validate_thresholds,
-                                          attach_flops, measure_model,
-                                          norm_layers)
+from mmdet_psbn.analysis.collapse import (ActivationProbe, CollapseStats,
+                                          _validate_thresholds, attach_flops,
+                                          measure_model, norm_layers)
 from mmdet_psbn.analysis.flops import channel_flops
 from mmdet_psbn.analysis.plots import (plot_gamma_beta, plot_gamma_hist,
                                        plot_history)
@@ -71,14 +71,24 @@ class CollapseMonitorHook(Hook):
     message hub, so that the logger, the JSON scalar log, TensorBoard and
     W&B all get them:
 
-    - ``train/collapse/collapsed``, ``train/collapse/dead``: shares of
-      channels (zero-init layers excluded, see the analysis module);
+    - ``train/collapse/collapsed``: share of channels with |γ| < 1e-3
+      (zero-init layers excluded, see the analysis module);
+    - ``train/collapse/dead``: share of the *rectified* channels (those
+      whose output goes into a ReLU first, read from the graph) in the
+      region where they never fire; before the graph is known (the
+      start-of-training measurement) every layer is taken as rectified,
+      and the row is corrected once the graph is read at the first
+      iteration;
+    - ``train/collapse/inactive``: share of the rectified channels whose
+      output was never positive in the measured iteration's own training
+      forward (the activation measure);
     - ``train/collapse/sparsity``: share of conv FLOPs the collapsed
       channels remove;
-    - ``train/collapse/entered_dead``, ``train/collapse/recovered``: channels
-      that entered / left the dead region since the previous measurement;
-    - with ``by_stage``, ``train/collapse/<stage>/dead`` and ``.../collapsed``
-      per stage (``backbone.layer1``...).
+    - ``train/collapse/entered_dead``, ``train/collapse/recovered``:
+      rectified channels that entered / left the dead region since the
+      previous measurement;
+    - with ``by_stage``, ``train/collapse/<stage>/dead``, ``.../collapsed``
+      (and ``.../inactive``) per stage (``backbone.layer1``...).
 
     At the end of training, rank 0 writes ``<work_dir>/<out_dir>/
     report.json`` (per-layer table, per-stage table, history) and the plots
@@ -93,8 +103,18 @@ class CollapseMonitorHook(Hook):
             (absolute) between two measurements, e.g. after a learning-rate
             restart. Defaults to 0.02.
         by_stage (bool): Also log per-stage shares. Defaults to True.
-        flops (bool): Compute FLOPs sparsity; this needs one extra forward
-            pass of one image at the first iteration. Defaults to True.
+        flops (bool): Report FLOPs sparsity. The graph it comes from (one
+            extra forward pass of one image, in eval mode under no_grad, at
+            the first iteration) also tells which channels are rectified;
+            it is read whatever this flag says. Defaults to True.
+        activation (bool): Take the activation measure (``inactive``) from
+            the training forward of each measured iteration (its weights
+            are those before the iteration's own update, one step before
+            the other measures), and for the start-of-training measurement
+            from the first iteration's forward (the same weights), with
+            forward hooks present only in those iterations: one reduction
+            per norm layer, and training is unchanged (bit-identical).
+            Defaults to True.
         out_dir (str): Folder in the work dir for the report and plots.
             Defaults to ``'collapse'``.
         zero_init_layers (str, optional): A regular expression
@@ -128,7 +148,8 @@ class CollapseMonitorHook(Hook):
                  by_stage: bool = True,
                  flops: bool = True,
                  out_dir: str = 'collapse',
-                 zero_init_layers: Optional[str] = None) -> None:
+                 zero_init_layers: Optional[str] = None,
+                 activation: bool = True) -> None:
         if isinstance(interval, bool) or not isinstance(
                 interval, int) or interval < 1:
             raise ValueError(f'interval must be a positive integer, got '
@@ -142,6 +163,7 @@ class CollapseMonitorHook(Hook):
         self.jump_thr = jump_thr
         self.by_stage = by_stage
         self.flops = flops
+        self.activation = activation
         self.out_dir = out_dir
         try:
             self.zero_init_layers = re.compile(
@@ -155,6 +177,10 @@ class CollapseMonitorHook(Hook):
         self._history: List[dict] = []
         self._flops_map = None
         self._flops_failed = False
+        self._probe: Optional[ActivationProbe] = None
+        self._start_pending = False
+        # (iteration label, inactive masks) of the last probe taken
+        self._inactive: Optional[tuple] = None
 
     # ------------------------------------------------------------ hooks
     def before_train(self, runner) -> None:
@@ -189,16 +215,53 @@ class CollapseMonitorHook(Hook):
                              if r['iter'] <= runner.iter]
         if self._last is None:
             self._measure(runner, runner.iter)
+            self._start_pending = True
+
+    def before_train_iter(self, runner, batch_idx: int,
+                          data_batch=None) -> None:
+        """Put the activation probe on the norm layers if this iteration
+        will be measured (or is the run's first: its forward sees the
+        weights of the start-of-training measurement)."""
+        if not self.activation:
+            return
+        if (self._start_pending
+                or self.every_n_train_iters(runner, self.interval)
+                or self._ends_epoch(runner, batch_idx)):
+            model = _unwrap(runner.model)
+            self._probe = ActivationProbe(
+                model, [name for name, _, _ in norm_layers(model)])
+            self._probe.__enter__()
 
     def after_train_iter(self,
                          runner,
                          batch_idx: int,
                          data_batch=None,
                          outputs=None) -> None:
-        if self.flops and self._flops_map is None and not self._flops_failed:
+        if self._probe is not None:
+            self._probe.__exit__(None, None, None)
+            inactive = self._probe.inactive
+            self._probe = None
+            if self._start_pending:
+                # The first iteration's forward ran on the weights of the
+                # start-of-training measurement.
+                self._last.attach_inactive(inactive)
+                self._refresh_last_row()
+            self._inactive = (runner.iter + 1, inactive)
+        self._start_pending = False
+        if self._flops_map is None and not self._flops_failed:
             self._build_flops_map(runner, data_batch)
         if self.every_n_train_iters(runner, self.interval):
             self._measure(runner, runner.iter + 1)
+
+    def _ends_epoch(self, runner, batch_idx: int) -> bool:
+        loop = getattr(runner, 'train_loop', None)
+        dataloader = getattr(loop, 'dataloader', None)
+        if dataloader is None or not hasattr(loop, 'max_epochs'):
+            return False
+        try:
+            return self.end_of_epoch(dataloader, batch_idx)
+        except TypeError:  # a dataloader without len()
+            return False
 
     def after_train_epoch(self, runner) -> None:
         self._measure(runner, runner.iter)
@@ -237,26 +300,41 @@ class CollapseMonitorHook(Hook):
                 f'this model ({type(e).__name__}: {e}); the other measures '
                 'are')
             return
-        # The start-of-training measurement had no map yet.
+        # The start-of-training measurement had no graph yet.
         if self._last is not None and self._history:
-            attach_flops(self._last, self._flops_map)
-            if self._history[-1]['iter'] == self._last.meta.get('iter'):
-                self._history[-1]['sparsity'] = self._last.sparsity()
+            self._attach_graph(self._last)
+            self._refresh_last_row()
+
+    def _attach_graph(self, stats: CollapseStats) -> None:
+        """Rectified layers (and, with ``flops``, FLOPs) from the graph."""
+        attach_flops(stats, self._flops_map)
+        if not self.flops:
+            stats.flops = stats.total_flops = stats.flops_map = None
+
+    def _refresh_last_row(self) -> None:
+        """Recompute the last history row from ``self._last`` after the
+        graph or a probe was attached to it (its transitions stay)."""
+        row = self._history[-1] if self._history else None
+        if row is None or row['iter'] != self._last.meta.get('iter'):
+            return
+        row.update((k, v) for k, v in self._last.summary().items()
+                   if k != 'channels')
 
     def _measure(self, runner, it: int) -> None:
         if self._history and self._history[-1]['iter'] == it:
             return  # the epoch end falls on an interval
         model = _unwrap(runner.model)
-        known = set(self._last.zero_init_layers
-                    if self._last is not None else ())
+        known = set()
         if self.zero_init_layers is not None:
             known.update(name for name, _, _ in norm_layers(model)
                          if self.zero_init_layers.search(name))
         stats = measure_model(model, self.gamma_thr, self.prob_thr,
-                              zero_init_layers=known)
+                              zero_init_layers=known, previous=self._last)
         stats.meta.update(iter=it, epoch=runner.epoch)
         if self._flops_map is not None:
-            attach_flops(stats, self._flops_map)
+            self._attach_graph(stats)
+        if self._inactive is not None and self._inactive[0] == it:
+            stats.attach_inactive(self._inactive[1])
         summary = stats.summary()
         if self._last is not None:
             trans = stats.transitions(self._last)
@@ -264,7 +342,8 @@ class CollapseMonitorHook(Hook):
             trans = dict(entered_dead=0, recovered=0)
 
         hub = runner.message_hub
-        for key in ('collapsed', 'dead', 'sparsity', 'zero_init'):
+        for key in ('collapsed', 'dead', 'inactive', 'sparsity',
+                    'zero_init'):
             if key in summary:
                 hub.update_scalar(f'train/collapse/{key}', summary[key])
         for key, value in trans.items():
@@ -298,7 +377,12 @@ class CollapseMonitorHook(Hook):
             definitions=dict(
                 collapsed=f'|gamma| < {self.gamma_thr:g}',
                 dead=f'P(y > 0) = Phi((beta + alpha) / |gamma|) < '
-                f'{self.prob_thr:g}',
+                f'{self.prob_thr:g}, over the rectified channels only (the '
+                'output goes into a ReLU/LeakyReLU first, read from the '
+                'graph; dead_rule "all" where the graph was not known)',
+                inactive='rectified channels whose output was <= 0 at '
+                'every position of every image of the measured '
+                "iteration's training batch",
                 sparsity='share of conv FLOPs (multiply-adds) removed by '
                 'collapsed channels: producer conv output channel + consumer '
                 'conv input channels reached through channel-wise ops only '
@@ -333,7 +417,10 @@ class CollapseMonitorHook(Hook):
         summary = report['summary']
         runner.logger.info(
             f'CollapseMonitorHook: collapsed {100 * summary["collapsed"]:.2f}'
-            f' %, dead {100 * summary["dead"]:.2f} %' +
+            f' %, dead {100 * summary["dead"]:.2f} % of '
+            f'{int(summary["rectified_channels"])} rectified channels' +
+            (f', inactive {100 * summary["inactive"]:.2f} %'
+             if 'inactive' in summary else '') +
             (f', FLOPs sparsity {100 * summary["sparsity"]:.2f} %'
              if 'sparsity' in summary else '') + f'; report and plots in {out}')
 

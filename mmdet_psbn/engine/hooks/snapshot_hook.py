@@ -19,7 +19,8 @@ from mmengine.optim.scheduler import CosineRestartLR
 from mmengine.registry import HOOKS
 from mmengine.runner.checkpoint import get_state_dict, weights_to_cpu
 
-from mmdet_psbn.analysis.collapse import attach_flops, measure_model
+from mmdet_psbn.analysis.collapse import (ActivationProbe, attach_flops,
+                                          measure_model)
 from mmdet_psbn.analysis.flops import channel_flops
 from mmdet_psbn.evaluation.ensemble import (ensemble_accuracy,
                                             format_round_table,
@@ -61,9 +62,10 @@ class RestartSnapshotHook(Hook):
     - the model predicts the validation set (``val_dataloader``, sharded
       under DDP); the softmax scores go to ``round_<k>_scores.npy`` and the
       top-1 accuracy to ``train/round/accuracy``;
-    - the collapse measures (``collapsed``, ``dead`` and the FLOPs
-      ``sparsity``, see :mod:`mmdet_psbn.analysis.collapse`) go to
-      ``train/round/...``.
+    - the collapse measures (``collapsed``; ``dead`` over the rectified
+      channels; ``inactive``, the rectified channels never positive on this
+      rank's share of the validation set; the FLOPs ``sparsity``; see
+      :mod:`mmdet_psbn.analysis.collapse`) go to ``train/round/...``.
 
     After training, the last ``ensemble`` snapshots are ensembled (averaged
     softmax, :func:`~mmdet_psbn.evaluation.ensemble_accuracy`); the table
@@ -108,6 +110,7 @@ class RestartSnapshotHook(Hook):
         self.rows: List[dict] = []
         self.ends: List[int] = []
         self._flops_map = None
+        self._last = None  # the previous round's CollapseStats
         self.ensemble_result: Optional[dict] = None
 
     def before_train(self, runner) -> None:
@@ -170,16 +173,21 @@ class RestartSnapshotHook(Hook):
     def _end_round(self, runner, k: int, it: int) -> None:
         model = _unwrap(runner.model)
         self._save_snapshot(runner, model, k, it)
-        scores, labels = predict_scores(runner.model, runner.val_dataloader)
-        stats = measure_model(model)
         if self._flops_map is None:
             data = next(iter(runner.val_dataloader))
             inputs = model.data_preprocessor(data, False)['inputs']
             self._flops_map = channel_flops(model, inputs[:1])
-        attach_flops(stats, self._flops_map)
+        # The activation measure over this rank's share of the val set.
+        with ActivationProbe(model, self._flops_map.rectified_layers) as probe:
+            scores, labels = predict_scores(runner.model,
+                                            runner.val_dataloader)
+        stats = measure_model(model, previous=self._last)
+        self._last = stats
+        attach_flops(stats, self._flops_map).attach_inactive(probe.inactive)
         summary = stats.summary()
         row = dict(round=k, epoch=runner.epoch + 1, iter=it,
                    collapsed=summary['collapsed'], dead=summary['dead'],
+                   inactive=summary.get('inactive'),
                    sparsity=summary.get('sparsity'), accuracy=None)
         if scores is not None:  # rank 0
             np.save(self._scores_path(k), scores)
@@ -188,7 +196,7 @@ class RestartSnapshotHook(Hook):
                                              ).mean())
         self.rows = [r for r in self.rows if r['round'] != k] + [row]
         hub = runner.message_hub
-        for key in ('accuracy', 'sparsity', 'collapsed', 'dead'):
+        for key in ('accuracy', 'sparsity', 'collapsed', 'dead', 'inactive'):
             if row[key] is not None:
                 hub.update_scalar(f'train/round/{key}', row[key])
         hub.update_scalar('train/round/round', k)
@@ -198,7 +206,10 @@ class RestartSnapshotHook(Hook):
                 f'RestartSnapshotHook: round {k} (epoch {row["epoch"]}, iter '
                 f'{it}): top1 {row["accuracy"]:.2f} %, collapsed '
                 f'{100 * row["collapsed"]:.2f} %, dead '
-                f'{100 * row["dead"]:.2f} %, FLOPs sparsity '
+                f'{100 * row["dead"]:.2f} % (of rectified channels), '
+                'inactive on the val set ' +
+                ('n/a' if row['inactive'] is None else
+                 f'{100 * row["inactive"]:.2f} %') + ', FLOPs sparsity '
                 + ('n/a' if sp is None else f'{100 * sp:.2f} %'))
             self._write(runner)
         barrier()
