@@ -14,11 +14,15 @@ turns (so drift in machine load hits them alike):
 - ``hook@10``: the hook measuring every ``--probe-interval`` iterations.
 
 Inside the hook runs, the time spent in the hook's own calls is clocked:
-``after_train_iter`` on iterations that do not measure (the per-iteration
-check) and ``_measure`` (one measurement). The cost per iteration at the
-default interval is then
+``before_train_iter`` and ``after_train_iter`` on iterations that do not
+measure (the per-iteration check), and on measured iterations everything
+the hook adds: ``before_train_iter`` (the activation probe's forward hooks
+put on), the probe's forward hooks themselves (one reduction per norm
+layer, inside the training forward) and ``after_train_iter`` (the probe's
+read-out and the measurement). The cost per iteration at the default
+interval is then
 
-    (check + one measurement / interval) / time of a plain iteration,
+    (check + one measured iteration's extra / interval) / plain iteration,
 
 all three medians of this run; the iteration time includes data loading,
 logging and every other hook. As a cross-check the script also prints the
@@ -58,6 +62,30 @@ class _Clock(Hook):
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None):
         self.stamps.append(time.perf_counter())
+
+
+def _time_probe_hooks(log):
+    """Clock every call of the activation probe's forward hooks; count the
+    probed forwards in ``log['forwards']``."""
+    from mmdet_psbn.analysis.collapse import ActivationProbe
+    make, enter = ActivationProbe._make_hook, ActivationProbe.__enter__
+
+    def counted_enter(self):
+        log['forwards'] += 1
+        return enter(self)
+
+    def timed_make(self, name):
+        hook = make(self, name)
+
+        def timed(*args):
+            start = time.perf_counter()
+            try:
+                return hook(*args)
+            finally:
+                log['seconds'] += time.perf_counter() - start
+        return timed
+    ActivationProbe._make_hook = timed_make
+    ActivationProbe.__enter__ = counted_enter
 
 
 def _time_calls(hook, names, log):
@@ -108,7 +136,8 @@ def _run(data_root, iters, interval):
                                          interval))
         for hook in runner.hooks:
             if isinstance(hook, CollapseMonitorHook):
-                _time_calls(hook, ('after_train_iter', '_measure'), calls)
+                _time_calls(hook, ('before_train_iter', 'after_train_iter',
+                                   '_measure'), calls)
         clock = _Clock()
         runner.register_hook(clock)
         start = time.perf_counter()
@@ -145,6 +174,8 @@ def main(argv=None):
     loop = {k: [] for k in variants}
     total = {k: [] for k in variants}
     checks, measures = [], []
+    probe_calls = dict(forwards=0, seconds=0.0)
+    _time_probe_hooks(probe_calls)
     with tempfile.TemporaryDirectory() as tmp:
         data_root = osp.join(tmp, 'toy_coco') + '/'
         make_toy_coco(data_root, num_train=64, num_val=8)
@@ -158,11 +189,14 @@ def main(argv=None):
                 measured = {it for n, it, _ in calls
                             if n == '_measure'}
                 # inside the loop's window: iterations 1 .. iters-1
-                checks += [dt for n, it, dt in calls
-                           if n == 'after_train_iter' and it >= 1
-                           and it + 1 not in measured]
-                measures += [dt for n, it, dt in calls
-                             if n == '_measure' and 1 <= it < args.iters]
+                per_iter = {}
+                for n, it, dt in calls:
+                    if n != '_measure' and 1 <= it < args.iters:
+                        per_iter[it] = per_iter.get(it, 0.0) + dt
+                checks += [dt for it, dt in per_iter.items()
+                           if it not in measured]
+                measures += [dt for it, dt in per_iter.items()
+                             if it in measured]
                 print(f'  {name:10s} loop {t_loop:7.2f} s  train() '
                       f'{t_total:7.2f} s', flush=True)
 
@@ -170,7 +204,9 @@ def main(argv=None):
     med = {k: statistics.median(v) for k, v in loop.items()}
     t_iter = med[plain_name] / n
     check = statistics.median(checks)
-    one = statistics.median(measures)
+    # the probe's forward hooks, per probed forward
+    probe = probe_calls['seconds'] / max(probe_calls['forwards'], 1)
+    one = statistics.median(measures) + probe
     cost = (check + one / args.interval) / t_iter
     end_to_end = (med[hook_name] - med[plain_name]) / med[plain_name]
     noise = (max(loop[plain_name]) - min(loop[plain_name])) / med[plain_name]
@@ -184,8 +220,10 @@ def main(argv=None):
               f'(min {1e3 * min(v) / n:.1f}, max {1e3 * max(v) / n:.1f})')
     print(f'per-iteration check: {1e6 * check:.1f} us '
           f'({len(checks)} calls)')
-    print(f'one measurement: {1e3 * one:.1f} ms ({len(measures)} '
-          f'measurements) = {one / t_iter:.3f} plain iterations')
+    print(f'one measured iteration, extra: {1e3 * one:.1f} ms '
+          f'({len(measures)} measured iterations; of it the probe\'s '
+          f'forward hooks {1e3 * probe:.2f} ms) = {one / t_iter:.3f} plain '
+          'iterations')
     print(f'one-off per run (first measurement, FLOPs pass, report and '
           f'plots): {one_off:+.2f} s')
     print(f'end to end, {hook_name} vs plain: {100 * end_to_end:+.2f} % '
