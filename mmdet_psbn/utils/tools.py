@@ -65,15 +65,28 @@ def load_config(args: argparse.Namespace) -> Config:
 
 def build_runner(cfg: Config):
     """Build the Runner the config asks for (``runner_type``), as mmdet's
-    tools do."""
+    tools do.
+
+    Its model loads a psBN checkpoint into plain BN layers (a BN config)
+    with alpha folded into the bias, instead of mmengine's "unexpected key"
+    and outputs off by alpha
+    (:func:`~mmdet_psbn.models.layers.fold_psbn_entries_on_load`).
+    """
+    from mmengine.model import is_model_wrapper
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
     from mmdet_psbn.compat import setup_cpu_distributed
+    from mmdet_psbn.models.layers import fold_psbn_entries_on_load
     setup_cpu_distributed(cfg, cfg.launcher)
     if 'runner_type' not in cfg:
-        return Runner.from_cfg(cfg)
-    return RUNNERS.build(cfg)
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
+    model = runner.model
+    fold_psbn_entries_on_load(
+        model.module if is_model_wrapper(model) else model)
+    return runner
 
 
 def run_tool(main: Callable[[Optional[list]], None],

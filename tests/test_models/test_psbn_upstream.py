@@ -170,6 +170,23 @@ def test_every_binding_of_the_mmengine_converters_is_patched():
         ]
 
 
+def test_torch_fusion_bindings_are_patched():
+    """Where torch binds the fusion functions by name."""
+    import torch.ao.quantization as tq
+    from torch.fx.experimental import optimization
+    fuse_modules_module = importlib.import_module(
+        'torch.ao.quantization.fuse_modules')
+    fusion = importlib.import_module('torch.nn.utils.fusion')
+    fmm = importlib.import_module(
+        'torch.ao.quantization.fuser_method_mappings')
+    for func in (fusion.fuse_conv_bn_eval, fmm.get_fuser_method):
+        assert getattr(func, upstream._MARK)
+    assert torch.nn.utils.fuse_conv_bn_eval is fusion.fuse_conv_bn_eval
+    assert optimization.fuse_conv_bn_eval is fusion.fuse_conv_bn_eval
+    assert fuse_modules_module.get_fuser_method is fmm.get_fuser_method
+    assert tq.get_fuser_method is fmm.get_fuser_method
+
+
 def test_modules_imported_before_the_plugin_are_rebound():
     """A fresh process: mmdet.apis and the Runner first, then the plugin."""
     code = textwrap.dedent("""
@@ -211,17 +228,22 @@ def test_runner_on_one_process_keeps_psbn(tmp_path):
     assert model.net.bn1.alpha.item() == pytest.approx(ALPHA)
 
 
+def _installed():
+    fusion = importlib.import_module('torch.nn.utils.fusion')
+    fmm = importlib.import_module(
+        'torch.ao.quantization.fuser_method_mappings')
+    return (nn.SyncBatchNorm.__dict__['convert_sync_batchnorm'].__func__,
+            mmengine_model_utils.convert_sync_batchnorm,
+            mmengine_model_utils.revert_sync_batchnorm,
+            ecbe.efficient_conv_bn_eval_forward, fusion.fuse_conv_bn_eval,
+            fmm.get_fuser_method)
+
+
 def test_install_is_idempotent():
-    before = (nn.SyncBatchNorm.__dict__['convert_sync_batchnorm'].__func__,
-              mmengine_model_utils.convert_sync_batchnorm,
-              mmengine_model_utils.revert_sync_batchnorm,
-              ecbe.efficient_conv_bn_eval_forward)
+    before = _installed()
     upstream.install_upstream_patches()
     importlib.reload(upstream).install_upstream_patches()
-    after = (nn.SyncBatchNorm.__dict__['convert_sync_batchnorm'].__func__,
-             mmengine_model_utils.convert_sync_batchnorm,
-             mmengine_model_utils.revert_sync_batchnorm,
-             ecbe.efficient_conv_bn_eval_forward)
+    after = _installed()
     assert after == before
     for func in after:  # one layer of wrapping: the original is not ours
         assert not getattr(func.__wrapped__, upstream._MARK, False)
@@ -259,10 +281,17 @@ def test_efficient_conv_bn_eval_upstream_drops_alpha():
         fused = ecbe.efficient_conv_bn_eval_forward.__wrapped__(
             model.bn, model.conv, x)
         torch.testing.assert_close(fused + ALPHA, model.bn(model.conv(x)))
-    # And upstream's fx trace goes into psBN's forward and fails there.
+    # And upstream's transform: its fx trace goes through psBN's forward
+    # (a functional batch_norm), so it pairs no conv with a psBN module and
+    # fuses nothing; our wrapper traces ps layers as leaves and fuses them.
     turn_on = ecbe.turn_on_efficient_conv_bn_eval_for_single_model
-    with pytest.raises(Exception, match='control flow|Proxy'):
-        turn_on.__wrapped__(copy.deepcopy(model))
+    upstream_model = copy.deepcopy(model)
+    turn_on.__wrapped__(upstream_model)
+    code = upstream_model.forward.__self__.code
+    assert 'efficient_conv_bn_eval_control' not in code
+    assert 'batch_norm' in code
+    torch.testing.assert_close(
+        _eval_out(upstream_model, x), _eval_out(model, x))
 
 
 def test_efficient_conv_bn_eval_patched_matches_unfused():

@@ -7,7 +7,8 @@ alpha (:mod:`.upstream`).
 """
 from .psbn import (DEFAULT_ALPHA, PostShiftedBatchNorm2d,
                    PostShiftedSyncBatchNorm, check_alpha, convert_to_psbn,
-                   find_psbn_prefixes, fold_psbn_state_dict, is_psbn)
+                   find_psbn_prefixes, fold_psbn_entries_on_load,
+                   fold_psbn_state_dict, is_psbn)
 from .upstream import install_upstream_patches
 
 install_upstream_patches()
@@ -15,5 +16,6 @@ install_upstream_patches()
 __all__ = [
     'DEFAULT_ALPHA', 'PostShiftedBatchNorm2d', 'PostShiftedSyncBatchNorm',
     'check_alpha', 'convert_to_psbn', 'find_psbn_prefixes',
-    'fold_psbn_state_dict', 'is_psbn', 'install_upstream_patches'
+    'fold_psbn_entries_on_load', 'fold_psbn_state_dict', 'is_psbn',
+    'install_upstream_patches'
 ]

@@ -60,7 +60,22 @@ Note:
       to absorb the difference: it loads and warns that its outputs move.
     - Deploying: :func:`fold_psbn_state_dict` (``tools/psbn2bn.py``) writes
       :math:`\beta + \alpha` into ``bias`` and drops ``alpha``; vanilla BN
-      then loads it with nothing missing or unexpected.
+      then loads it with nothing missing or unexpected. The other way
+      round, a model whose layers are plain BN loads a psBN checkpoint
+      folded the same way once :func:`fold_psbn_entries_on_load` has run on
+      it (``tools/train.py`` and ``tools/test.py`` do; mmengine alone would
+      warn "unexpected key" and drop :math:`\alpha`).
+    - Tracing: ``torch.fx`` traces psBN through its forward (only
+      ``torch.nn`` modules are leaves): BN's ``batch_norm`` call with
+      ``bias + alpha``, the graph BN gives plus one ``add`` of ``C``
+      elements. As with any module fx traces through, the graph keeps the
+      training flag of the trace and does not count
+      ``num_batches_tracked`` (fx runs that in-place update once, while
+      tracing); ``momentum=None`` in training mode is refused.
+      ``torch.jit.trace``, ``torch.export`` and ``torch.onnx.export``
+      record the same. ``torch.jit.script`` is refused with the fix (the
+      one-call parameter swap has no TorchScript form without a copy of
+      BN's forward).
     - Use :meth:`PostShiftedSyncBatchNorm.convert_sync_psbn` /
       :meth:`~PostShiftedSyncBatchNorm.revert_sync_psbn` for SyncBN. The
       upstream converters (torch's, mmengine's) rebuild plain BN layers and
@@ -81,11 +96,14 @@ from mmengine.logging import print_log
 from mmengine.model.utils import _BatchNormXd
 from mmengine.registry import MODELS
 from torch import Tensor
+from torch.fx import Proxy
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.hooks import RemovableHandle
 
 __all__ = [
     'DEFAULT_ALPHA', 'PostShiftedBatchNorm2d', 'PostShiftedSyncBatchNorm',
     'check_alpha', 'convert_to_psbn', 'find_psbn_prefixes',
-    'fold_psbn_state_dict', 'is_psbn'
+    'fold_psbn_state_dict', 'fold_psbn_entries_on_load', 'is_psbn'
 ]
 
 DEFAULT_ALPHA = 0.1
@@ -138,15 +156,28 @@ class _PostShiftMixin:
         Without one it is :math:`\\alpha` per channel in the dtype of the
         weight or running statistics (BN's mixed-precision rule), else in
         ``dtype`` (the input's) if given.
+
+        Every decision here reads the layer's own parameters and buffers
+        (``_parameters``/``_buffers``: real tensors even under
+        ``torch.fx``), never the input, so symbolic tracing records the
+        shift and nothing else (see :meth:`forward`).
         """
-        bias = self._parameters['bias']
-        if bias is not None:
-            return bias + self.alpha
-        ref = self.weight if self.weight is not None else self.running_mean
-        if ref is not None:
-            dtype = ref.dtype
+        if self._parameters['bias'] is not None:
+            return self.bias + self.alpha
+        own = self._own_dtype()
+        if own is not None:
+            dtype = own
         alpha = self.alpha if dtype is None else self.alpha.to(dtype)
         return alpha.expand(self.num_features).contiguous()
+
+    def _own_dtype(self) -> Optional[torch.dtype]:
+        """The dtype of the weight, else of the running statistics, else
+        None (``affine=False, track_running_stats=False``)."""
+        for ref in (self._parameters['weight'],
+                    self._buffers.get('running_mean')):
+            if ref is not None:
+                return ref.dtype
+        return None
 
     @contextlib.contextmanager
     def post_shift_folded(self, dtype: Optional[torch.dtype] = None
@@ -154,10 +185,11 @@ class _PostShiftMixin:
         """Within the block, ``self.bias`` is :math:`\\beta + \\alpha`.
 
         For code that reads ``bn.bias`` to compute BN itself (conv-BN fusion,
-        efficient conv-BN eval): it then computes psBN. The tensor carries
-        :math:`\\beta`'s gradient; the parameter itself is restored on exit.
-        ``dtype`` matters only for a layer with neither weight nor running
-        statistics (see :meth:`_shifted_bias`).
+        efficient conv-BN eval, ``torch.nn.utils.fuse_conv_bn_weights``): it
+        then computes psBN. The tensor carries :math:`\\beta`'s gradient;
+        the parameter itself is restored on exit. ``dtype`` matters only for
+        a layer with neither weight nor running statistics (see
+        :meth:`_shifted_bias`).
         """
         bias = self._parameters['bias']
         self._parameters['bias'] = self._shifted_bias(dtype)
@@ -168,13 +200,48 @@ class _PostShiftMixin:
 
     def forward(self, input: Tensor) -> Tensor:
         # The mechanism torch.func.functional_call uses: BN's own forward
-        # reads self.bias, which for this one call is beta + alpha.
+        # reads self.bias, which for this one call is beta + alpha. The
+        # input's dtype is read only when the layer has nothing of its own
+        # to take alpha's dtype from: under torch.fx the input is a Proxy
+        # and every read of it would be a node of the graph.
+        dtype = None
+        if self._parameters['bias'] is None and self._own_dtype() is None:
+            dtype = input.dtype
         bias = self._parameters['bias']
-        self._parameters['bias'] = self._shifted_bias(input.dtype)
+        self._parameters['bias'] = self._shifted_bias(dtype)
         try:
             return super().forward(input)
         finally:
             self._parameters['bias'] = bias
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        # torch.fx keeps BN as a leaf module and traces psBN (not in
+        # torch.nn) through this forward: a Proxy has no dim() to branch
+        # on. The check runs in every eager call; the graph holds BN's
+        # batch_norm call with beta + alpha.
+        if not isinstance(input, Proxy):
+            super()._check_input_dim(input)
+        elif (self.training and self.track_running_stats
+              and self.momentum is None):
+            raise RuntimeError(
+                f'{type(self).__name__}(momentum=None) cannot be traced by '
+                f'torch.fx in training mode: BN computes its cumulative '
+                f'average factor from num_batches_tracked in Python, and '
+                f'the graph would freeze it. Trace in eval mode, or give a '
+                f'momentum.')
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        # torch.jit.script calls this before compiling (and puts what it
+        # returns in place of the layer in the caller's own model, so we
+        # cannot hand it a stand-in).
+        raise RuntimeError(
+            f'{type(self).__name__} cannot be compiled by torch.jit.script: '
+            f'its forward runs BN\'s own forward with beta + alpha swapped '
+            f'in for one call, which TorchScript cannot express. Use '
+            f'torch.jit.trace, torch.export or torch.onnx.export (they keep '
+            f'alpha), or deploy as plain BN: fold alpha into the bias with '
+            f'`python tools/psbn2bn.py CKPT OUT` (fold_psbn_state_dict) and '
+            f'build the model with norm_cfg=dict(type=\'BN\').')
 
     def extra_repr(self) -> str:
         alpha = 'meta' if self.alpha.is_meta else f'{self.alpha.item():g}'
@@ -243,15 +310,28 @@ def is_psbn(module: nn.Module) -> bool:
     return isinstance(module, _PostShiftMixin)
 
 
+# Why ``_BatchNorm`` is named again in the bases (it already is the base of
+# BatchNorm2d and SyncBatchNorm; the MRO is the same with or without it): an
+# mmengine init rule such as ``dict(type='Constant', layer='_BatchNorm')``
+# (mmdet's ResNet, our CIFARResNet) matches a layer by its class name and the
+# names of its *direct* bases only (mmengine 0.10.7,
+# ``mmengine.model.weight_init._get_bases_name``). BN's names are
+# {'BatchNorm2d', '_BatchNorm'}, SyncBN's {'SyncBatchNorm', '_BatchNorm'};
+# listing it here makes psBN's and psSyncBN's include them, so every rule that
+# initialises BN initialises psBN the same way (``isinstance``, ``infer_abbr``
+# -> 'bn', pickling and the converters see the same class as before).
+
+
 @MODELS.register_module('psBN')
-class PostShiftedBatchNorm2d(_PostShiftMixin, nn.BatchNorm2d):
+class PostShiftedBatchNorm2d(_PostShiftMixin, nn.BatchNorm2d, _BatchNorm):
     """BatchNorm2d with a constant post-shift :math:`\\alpha` (psBN).
 
     Registered in mmengine's root ``MODELS`` as ``'psBN'``: use
     ``norm_cfg=dict(type='psBN')`` or ``dict(type='psBN', alpha=0.05)``. As a
     ``_BatchNorm`` subclass it is named ``bn1``, ``bn2``... by
-    ``build_norm_layer``, frozen by ``norm_eval``/``frozen_stages``, and
-    given ``norm_decay_mult`` by mmengine's optimizer constructor.
+    ``build_norm_layer``, frozen by ``norm_eval``/``frozen_stages``, given
+    ``norm_decay_mult`` by mmengine's optimizer constructor, and initialised
+    by every init rule that names ``'_BatchNorm'`` or ``'BatchNorm2d'``.
 
     Args:
         num_features (int): Number of channels.
@@ -268,7 +348,8 @@ class PostShiftedBatchNorm2d(_PostShiftMixin, nn.BatchNorm2d):
 
 
 @MODELS.register_module('psSyncBN')
-class PostShiftedSyncBatchNorm(_PostShiftMixin, nn.SyncBatchNorm):
+class PostShiftedSyncBatchNorm(_PostShiftMixin, nn.SyncBatchNorm,
+                               _BatchNorm):
     """SyncBatchNorm with a constant post-shift :math:`\\alpha` (psSyncBN).
 
     Registered as ``'psSyncBN'``. Arguments are ``nn.SyncBatchNorm``'s plus
@@ -281,6 +362,11 @@ class PostShiftedSyncBatchNorm(_PostShiftMixin, nn.SyncBatchNorm):
         layers and drop :math:`\\alpha`, unless ``mmdet_psbn`` has been
         imported (it makes them route ps layers here).
     """
+
+    def _check_non_zero_input_channels(self, input: Tensor) -> None:
+        # SyncBatchNorm's second input check: see _check_input_dim.
+        if not isinstance(input, Proxy):
+            super()._check_non_zero_input_channels(input)
 
     @classmethod
     def convert_sync_psbn(cls, module: nn.Module,
@@ -454,3 +540,76 @@ def fold_psbn_state_dict(state_dict: Mapping) -> 'OrderedDict[str, Tensor]':
     if metadata is not None:
         folded._metadata = metadata.copy()  # type: ignore[attr-defined]
     return folded
+
+
+def fold_psbn_entries_on_load(model: nn.Module) -> RemovableHandle:
+    r"""Make ``model`` load psBN entries into its plain BN layers, folded.
+
+    A psBN checkpoint loaded into a model whose layer is plain BN (a BN
+    config, or mmdet without the plugin) brings an ``alpha`` key that BN
+    does not have. mmengine loads non-strictly: it logs an "unexpected key"
+    and every output of the layer lacks :math:`\alpha`. After this call,
+    loading ``model`` (``load_state_dict``, mmengine's ``load_checkpoint``,
+    the Runner's ``load_from``/``resume``) treats every such entry as
+    :func:`fold_psbn_state_dict` does:
+
+    .. math::
+
+        \beta_{BN} \leftarrow \beta_{ckpt} + \alpha_{ckpt}
+
+    and drops its ``alpha``, so the layer computes what the psBN layer did;
+    one info line says how many layers were folded. Entries of psBN layers,
+    BN entries and other keys are untouched. Used by ``tools/train.py`` and
+    ``tools/test.py`` on every model they build.
+
+    Args:
+        model (nn.Module): The model that will load (unwrapped, not DDP).
+
+    Returns:
+        RemovableHandle: The load pre-hook's handle (``.remove()`` undoes
+        this).
+
+    Raises:
+        ValueError: at load time, for a psBN entry whose plain BN layer (or
+            the entry) has no bias: nothing can carry :math:`\alpha`.
+    """
+    return model.register_load_state_dict_pre_hook(_fold_psbn_entries)
+
+
+def _fold_psbn_entries(module: nn.Module, state_dict, prefix, *args) -> None:
+    """The load pre-hook of :func:`fold_psbn_entries_on_load`."""
+    folded = []
+    for entry in find_psbn_prefixes(state_dict):
+        if not entry.startswith(prefix):
+            continue
+        try:
+            layer = module.get_submodule(entry[len(prefix):-1])
+        except AttributeError:
+            continue  # not a layer of this model: the loader reports it
+        if not isinstance(layer, _BatchNorm) or is_psbn(layer):
+            continue
+        name = entry[:-1] or '<root>'
+        bias_key = entry + 'bias'
+        if layer.bias is None or bias_key not in state_dict:
+            lacking = ('the checkpoint entry' if layer.bias is not None else
+                       f'the {type(layer).__name__} layer')
+            raise ValueError(
+                f"'{name}': a psBN checkpoint entry (it has an alpha) for a "
+                f'plain BN layer, and {lacking} has no bias to fold alpha '
+                f"into. Build the model with norm_cfg=dict(type='psBN') to "
+                f'load this checkpoint')
+        alpha = state_dict.pop(entry + 'alpha')
+        bias = state_dict[bias_key]
+        state_dict[bias_key] = bias + alpha.to(bias.device)
+        folded.append((name, alpha.item()))
+    if folded:
+        alphas = ', '.join(f'{a:g}' for a in sorted({a for _, a in folded}))
+        print_log(
+            f'psBN checkpoint entries for {len(folded)} layers that are '
+            f'plain BN in this model (first: {folded[0][0]}) loaded with '
+            f'bias := bias + alpha (alpha={alphas}), so they compute what '
+            f'the psBN layers did. To train or test psBN itself use '
+            f"norm_cfg=dict(type='psBN'); to convert the file once: python "
+            f'tools/psbn2bn.py CKPT OUT',
+            logger='current',
+            level=logging.INFO)

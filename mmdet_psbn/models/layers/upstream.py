@@ -24,18 +24,39 @@ distributed; mmdet's ``init_detector``)  psSyncBN config on one GPU/CPU would
 mmengine / mmcv                          read ``bn.bias`` to fold BN into the
 ``efficient_conv_bn_eval_forward``       conv: the output lacks alpha.
 mmengine ``turn_on_efficient_conv_bn_``  ``fx.symbolic_trace`` treats only
-``eval_for_single_model``                ``torch.nn`` classes as leaves, so it
-                                         traces into psBN's forward and fails
-                                         on its input check.
+``eval_for_single_model``                ``torch.nn`` classes as leaves: it
+                                         traces through psBN's forward into a
+                                         functional ``batch_norm``, which the
+                                         graph transform (it pairs
+                                         ``call_module`` conv and BN nodes)
+                                         leaves unfused.
 mmcv ``_fuse_conv_bn``                   reads ``bn.bias``: the fused conv
                                          lacks alpha.
+``torch.nn.utils.fuse_conv_bn_eval``     reads ``bn.bias``: the fused conv
+(also ``torch.nn.utils.fusion``; eager   lacks alpha.
+quantization's conv-BN fusers call it)
+``torch.ao.quantization``                finds fusers by exact type: refuses
+``fuser_method_mappings``                psBN ("did not find fuser method").
+``.get_fuser_method`` (``fuse_modules``  Here psBN fuses as BN does
+and ``fuse_modules_qat``)                (``fuse_conv_bn_eval`` above), and
+                                         QAT fusion, whose ``ConvBn2d``
+                                         rebuilds BN from ``bn.bias``, is
+                                         refused with the fix.
 =======================================  =====================================
+
+Not wrapped: ``torch.nn.utils.fuse_conv_bn_weights`` takes tensors, not the
+layer, so it cannot know alpha; a caller that passes a psBN layer's
+``bn.bias`` gets BN's fusion. Call it inside
+:meth:`~.psbn._PostShiftMixin.post_shift_folded` (``with
+bn.post_shift_folded(): fuse_conv_bn_weights(..., bn.weight, bn.bias)``),
+where ``bn.bias`` is :math:`\\beta + \\alpha`.
 
 How to remove a wrapper: when upstream rebuilds BN layers with
 ``type(module)``-aware code (or a hook for subclasses), and computes conv-BN
 folds through an overridable method instead of reading ``bn.bias``, delete its
 entry from :func:`install_upstream_patches`; ``tests/test_models`` checks for
-each that the original drops alpha, so that test fails first and says which.
+each that the original drops alpha (``get_fuser_method``: refuses psBN), so
+that test fails first and says which.
 """
 import importlib
 import sys
@@ -44,7 +65,8 @@ from typing import Callable
 
 import torch.nn as nn
 
-from .psbn import PostShiftedSyncBatchNorm, is_psbn
+from .psbn import (PostShiftedBatchNorm2d, PostShiftedSyncBatchNorm,
+                   is_psbn)
 
 __all__ = ['install_upstream_patches', 'contains_psbn']
 
@@ -122,7 +144,76 @@ def _make_torch_convert(original: Callable) -> Callable:
     return convert_sync_batchnorm
 
 
+def _make_fuse_conv_bn_eval(original: Callable) -> Callable:
+
+    def fuse_conv_bn_eval(conv, bn, transpose=False):
+        """``torch.nn.utils.fuse_conv_bn_eval`` keeping alpha.
+
+        Upstream passes ``bn.bias`` to ``fuse_conv_bn_weights``, so the fused
+        conv computes BN, not psBN. Here it reads beta + alpha: the fused
+        conv's output equals conv -> psBN in eval mode.
+        """
+        if not is_psbn(bn):
+            return original(conv, bn, transpose)
+        with bn.post_shift_folded():
+            return original(conv, bn, transpose)
+
+    return fuse_conv_bn_eval
+
+
+def _ps_fuser(fuser: Callable, op_list: tuple) -> Callable:
+    """``fuser`` (found for BN in place of psBN) for eager fusion only."""
+
+    def fuse_psbn(is_qat, *modules):
+        if is_qat:
+            names = ', '.join(t.__name__ for t in op_list)
+            raise ValueError(
+                f'fuse_modules_qat cannot fuse ({names}): QAT fusion '
+                f'(ConvBn2d and its qat.ConvBn2d) rebuilds BN from weight, '
+                f'bias and running statistics, and alpha would be lost. '
+                f'Fold alpha into the bias first and quantise a BN model: '
+                f'`python tools/psbn2bn.py CKPT OUT` (fold_psbn_state_dict) '
+                f"and norm_cfg=dict(type='BN'); or fuse for inference with "
+                f'fuse_modules, which keeps alpha')
+        return fuser(is_qat, *modules)
+
+    return fuse_psbn
+
+
+def _make_get_fuser_method(original: Callable) -> Callable:
+
+    def get_fuser_method(op_list, additional_fuser_method_mapping=None):
+        """torch.ao's ``get_fuser_method`` knowing psBN.
+
+        Upstream looks the exact types up in its table, which has
+        ``nn.BatchNorm2d`` but not psBN, and refuses. Here a psBN in
+        ``op_list`` gets BN's fuser (it calls ``fuse_conv_bn_eval``, which
+        keeps alpha, see above) for eager fusion; QAT fusion is refused.
+        A mapping the caller passes for the psBN types wins.
+        """
+        if (PostShiftedBatchNorm2d not in op_list or op_list in
+            (additional_fuser_method_mapping or {})):
+            return original(op_list, additional_fuser_method_mapping)
+        bn_ops = tuple(nn.BatchNorm2d if op is PostShiftedBatchNorm2d else op
+                       for op in op_list)
+        return _ps_fuser(
+            original(bn_ops, additional_fuser_method_mapping), op_list)
+
+    return get_fuser_method
+
+
 def _patch_torch() -> None:
+    # Imported here so that the wrappers bind where they are used by name
+    # (torch.nn.utils, fuse_modules); modules imported later read the
+    # patched attribute anyway.
+    # import_module: the package attribute ``fuse_modules`` is a function.
+    importlib.import_module('torch.ao.quantization.fuse_modules')
+    fuser_method_mappings = importlib.import_module(
+        'torch.ao.quantization.fuser_method_mappings')
+    fusion = importlib.import_module('torch.nn.utils.fusion')
+    _wrap_function(fusion, 'fuse_conv_bn_eval', _make_fuse_conv_bn_eval)
+    _wrap_function(fuser_method_mappings, 'get_fuser_method',
+                   _make_get_fuser_method)
     cm = nn.SyncBatchNorm.__dict__['convert_sync_batchnorm']
     if getattr(cm.__func__, _MARK, False):
         return
@@ -195,12 +286,13 @@ def _make_turn_on_single(original: Callable) -> Callable:
         """mmengine's efficient conv-BN eval transform, tracing ps layers as
         leaves.
 
-        Upstream runs ``fx.symbolic_trace(model)``, which traces into every
-        module outside ``torch.nn`` (psBN's input check then fails on a
-        Proxy), then ``efficient_conv_bn_eval_graph_transform`` on the graph.
-        Here the trace keeps ps layers as ``call_module`` nodes so the same
-        transform pairs them with their conv (and the forward above keeps
-        alpha).
+        Upstream runs ``fx.symbolic_trace(model)``, which keeps only
+        ``torch.nn`` modules as ``call_module`` nodes: it traces through
+        psBN's forward (BN's ``batch_norm`` call with beta + alpha), then
+        ``efficient_conv_bn_eval_graph_transform``, which pairs a conv node
+        with a BN *module* node, finds no psBN pair and fuses none. Here the
+        trace keeps ps layers as ``call_module`` nodes so the same transform
+        pairs them with their conv (and the forward above keeps alpha).
         """
         if not contains_psbn(model):
             return original(model)
