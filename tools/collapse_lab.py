@@ -1,17 +1,19 @@
 # Copyright (c) mmdet-psbn contributors. All rights reserved.
-"""The collapse lab: Theorem 1, the weight-decay recovery law and collapse
-under warm restarts, as figures and one JSON of numbers.
+"""The collapse lab: Theorem 1, the weight-decay recovery law and filter
+collapse in training (real digits; random labels, paper §3.3), as figures,
+one JSON of numbers and markdown tables.
 
     python tools/collapse_lab.py [--quick] [--out-dir docs/] [--skip-training]
+                                 [--workers 2] [--threads 2]
 
-Writes ``<out-dir>/lab_theorem1.png``, ``lab_recovery.png``,
-``lab_restarts.png``, ``lab_lr.png``, ``lab_gamma_init.png``,
-``lab_finetune.png`` and
-``lab_results[_quick].json`` with ``lab_tables[_quick].md``. ``--quick``
-runs fewer Monte-Carlo samples, seeds and experiments: 67 s on 2 idle
-cores (measured); the full run took 26 minutes on 2 cores shared with other
-jobs.
-See docs/results.md for what each figure shows.
+Writes ``<out-dir>/lab_theorem1.png``, ``lab_recovery.png``, the training
+figures (full mode: ``lab_restarts.png``, ``lab_finetune.png``,
+``lab_lr.png``, ``lab_gamma_init.png``, ``lab_early.png``,
+``lab_random_labels.png``; quick mode: ``lab_finetune.png``) and
+``lab_results[_quick].json`` with ``lab_tables[_quick].md``. The settings
+are ``QUICK`` / ``FULL`` in ``mmdet_psbn/lab/__init__.py``; training runs go
+to ``--workers`` one-thread processes. See docs/results.md for what each
+figure shows and how long each mode took.
 """
 import argparse
 import json
@@ -36,15 +38,22 @@ def main(argv=None):
     parser.add_argument('--skip-training', action='store_true',
                         help='only the two cheap parts (Theorem 1, law)')
     parser.add_argument('--threads', type=int, default=2,
-                        help='intra-op CPU threads (default: %(default)s)')
+                        help='intra-op CPU threads of the Monte Carlo and '
+                        'the recovery parts (default: %(default)s)')
+    parser.add_argument('--workers', type=int, default=2,
+                        help='processes for the training runs, one thread '
+                        'each (default: %(default)s)')
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f'--threads must be >= 1, got {args.threads}')
+    if args.workers < 1:
+        parser.error(f'--workers must be >= 1, got {args.workers}')
     torch.set_num_threads(args.threads)
     os.makedirs(args.out_dir, exist_ok=True)
     start = time.time()
     results = run_lab(quick=args.quick, out_dir=args.out_dir,
-                      training=not args.skip_training, log=print)
+                      training=not args.skip_training, log=print,
+                      workers=args.workers)
     results['wall_s'] = time.time() - start
     results['command'] = ' '.join(['python', 'tools/collapse_lab.py'] +
                                   (argv if argv is not None else sys.argv[1:]))

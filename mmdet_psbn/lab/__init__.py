@@ -2,8 +2,12 @@
 """The collapse lab (``tools/collapse_lab.py``): pure functions in
 :mod:`.theorem1` (Theorem 1 derived and Monte-Carlo checked),
 :mod:`.recovery` (the weight-decay recovery law with the real layers) and
-:mod:`.training` (collapse under warm restarts at CPU scale); figures in
-:mod:`.figures`; :func:`run_lab` runs them all with one set of settings."""
+:mod:`.training` (collapse in training at CPU scale: warm restarts,
+learning rate, initial gamma, finetuning and early from-scratch training
+on real digits; warm restarts on random labels, paper §3.3); figures in
+:mod:`.figures`, tables in :mod:`.report`; :func:`run_lab` runs them all
+with one set of settings (``QUICK`` or ``FULL``)."""
+import multiprocessing
 import os.path as osp
 from typing import Callable, Optional
 
@@ -15,29 +19,53 @@ from . import recovery, theorem1, training
 __all__ = ['QUICK', 'FULL', 'run_lab', 'run_theorem1', 'run_recovery',
            'run_training']
 
+# Settings as data. Real digits (``digits``): 4,000 MNIST training digits,
+# 1,000 test digits, 14x14, ResNet-20 of width 8, batch 64, SGD momentum
+# 0.9; every experiment is a list of cosine rounds (lr from the given value
+# to 0 over ``steps`` iterations, then a warm restart). ``random_labels``:
+# the paper's §3.3 experiment on the toy CIFAR images with random labels.
+_DIGITS = dict(
+    size=14, batch=64, steps=150,
+    # psBN-rect: psBN only where a ReLU follows (observation b)
+    restarts=dict(rounds=[0.4, 0.4, 0.4, 0.4], wd=5e-3,
+                  norms=('BN', 'BN+LReLU', 'psBN', 'psBN-rect')),
+    # the restarts experiment's first 2 rounds at other initial lrs
+    # (paper Fig. 5a; its lr 0.4 runs are the restarts experiment's)
+    lr=dict(values=(0.1, 1.0), num_rounds=2, norms=('BN', 'psBN')),
+    # the restarts experiment from other initial gammas (paper Fig. 5b;
+    # gamma0 = 1 is the restarts experiment itself)
+    gamma_init=dict(values=(0.5, 2.0), norms=('BN', 'psBN')),
+    # pretrain a BN network at a low lr, convert it (function-preserving),
+    # new head, then cosine rounds at a high lr (paper §6: finetuning)
+    finetune=dict(pretrain=dict(rounds=[0.05], steps=250, wd=5e-4),
+                  rounds=[0.5, 0.5, 0.5], wd=1e-2),
+    # observation (b): from scratch at batch 16 without warm-up, at
+    # mmpretrain's lr 0.1 (meant for batch 128) and at the linearly
+    # scaled 0.1 * 16 / 128
+    early=dict(lrs=(0.1, 0.0125), iters=(20, 50, 100, 200), batch=16,
+               wd=5e-4, norms=('BN', 'psBN', 'psBN-rect'),
+               seeds=(0, 1, 2, 3, 4, 5)))
 QUICK = dict(
     mc_n=200_000,
     rec=dict(gamma0=(0.05, 0.1), c0=-4.0, alpha=0.1, eta=0.1, lam=5e-3,
              steps=2000),
-    # The full run's restarts experiment for BN and psBN on 2 of its seeds:
-    # enough rounds for collapse to build up, so CI can assert the ordering.
-    train=dict(width=8, steps=150, seeds=(0, 1), num_train=512,
-               norms=('BN', 'psBN'),
-               experiments=dict(restarts=[0.4, 0.4, 0.4, 0.4])))
+    # The full run's finetune experiment, 2 of its 3 rounds, BN and psBN,
+    # 2 seeds: what CI asserts.
+    train=dict(width=8, seeds=(0, 1), norms=('BN', 'psBN'), alpha=0.1,
+               digits=dict(_DIGITS, restarts=None, lr=None, gamma_init=None,
+                           early=None,
+                           finetune=dict(_DIGITS['finetune'],
+                                         rounds=[0.5, 0.5])),
+               random_labels=None))
 FULL = dict(
     mc_n=2_000_000,
     rec=dict(gamma0=(0.05, 0.1, 0.2), c0=-4.0, alpha=0.1, eta=0.1,
              lam=5e-3, steps=3000),
-    train=dict(width=8, steps=150, seeds=(0, 1, 2), num_train=512,
-               norms=('BN', 'BN+LReLU', 'psBN'),
-               experiments=dict(
-                   restarts=[0.4, 0.4, 0.4, 0.4],
-                   lr_low=[0.1, 0.1], lr_high=[1.0, 1.0],
-                   finetune=[0.02, 0.4, 0.4]),
-               # paper Fig. 5b: the restarts experiment from other initial
-               # gammas (1.0 is the restarts experiment itself)
-               gamma_init=dict(values=(0.5, 2.0), norms=('BN', 'psBN'),
-                               rounds=[0.4, 0.4, 0.4, 0.4])))
+    train=dict(width=8, seeds=(0, 1, 2), norms=('BN', 'BN+LReLU', 'psBN'),
+               alpha=0.1, digits=_DIGITS,
+               random_labels=dict(num_train=512, size=16, batch=64,
+                                  steps=150, rounds=[0.4, 0.4, 0.4, 0.4],
+                                  wd=5e-3, norms=('BN', 'psBN'))))
 
 
 def run_theorem1(cfg: dict, out_dir: Optional[str] = None) -> dict:
@@ -86,97 +114,197 @@ def run_recovery(cfg: dict, out_dir: Optional[str] = None) -> dict:
     return out
 
 
-def run_training(cfg: dict, out_dir: Optional[str] = None,
-                 log: Callable = print) -> dict:
-    p = cfg['train']
-    data = training.load_toy_cifar(p['num_train'])
-    out = dict(params={k: v for k, v in p.items()}, experiments={})
-    for exp, rounds in p['experiments'].items():
-        res = {}
-        for norm in p['norms']:
-            res[norm] = []
-            for seed in p['seeds']:
-                rows = training.train_rounds(norm, rounds, p['steps'], data,
-                                             width=p['width'], seed=seed)
-                res[norm].append(rows)
-                last = rows[-1]
-                log(f'[{exp}] {norm:8s} seed {seed}: collapsed '
-                    f'{last["collapsed"]:.3f} dead {last["dead"]:.3f} '
-                    f'sparsity {last["sparsity"]:.3f} acc {last["acc"]:.2f}')
-        out['experiments'][exp] = res
-    if 'gamma_init' in p:
-        out['gamma_init'] = _gamma_init_study(p, data, out, log)
-    if out_dir:
-        from .figures import plot_rounds
-        exps = out['experiments']
-        keys = ('collapsed', 'dead', 'sparsity')
-        out['figures'] = [plot_rounds(
-            exps['restarts'], keys,
-            f"ResNet-20 (width {p['width']}), random labels, cosine restarts "
-            f"at lr {p['experiments']['restarts'][0]}; mean and min-max "
-            f"over {len(p['seeds'])} seeds",
-            osp.join(out_dir, 'lab_restarts.png'))]
-        if 'lr_low' in exps:
-            merged = {}
-            for exp in ('lr_low', 'restarts', 'lr_high'):
-                lr = p['experiments'][exp][0]
-                for norm in ('BN', 'psBN'):
-                    merged[f'{norm}, lr {lr:g}'] = [
-                        run[:3] for run in exps[exp][norm]]
-            out['figures'].append(plot_rounds(
-                merged, keys, 'effect of the initial learning rate '
-                '(first 2 rounds)', osp.join(out_dir, 'lab_lr.png')))
-        if 'gamma_init' in out:
-            out['figures'].append(plot_rounds(
-                out['gamma_init'], keys,
-                'effect of the initial gamma: restarts at lr '
-                f"{p['gamma_init']['rounds'][0]:g} from gamma0 = "
-                + ', '.join(f'{g:g}' for g in _gammas(p)),
-                osp.join(out_dir, 'lab_gamma_init.png')))
-        if 'finetune' in exps:
-            r = p['experiments']['finetune']
-            out['figures'].append(plot_rounds(
-                exps['finetune'], keys,
-                f'finetuning: 1 round at lr {r[0]:g}, then restarts at lr '
-                f'{r[1]:g}', osp.join(out_dir, 'lab_finetune.png')))
+# ------------------------------------------------------------------ training
+# Runs are independent (each seeds its own generators), so they go to a pool
+# of one-thread worker processes; the data are loaded once, before the fork.
+_DATA: dict = {}
+
+
+def _job(args):
+    kind, key, kw = args
+    torch.set_num_threads(1)
+    data = _DATA[kw.pop('data')]
+    if kind == 'finetune':
+        kw['state'] = _DATA['pretrained'][kw['seed']]
+    fn = dict(rounds=training.train_rounds, pretrain=training.pretrain,
+              finetune=training.finetune, early=training.early_curve)[kind]
+    return key, fn(data=data, **kw)
+
+
+def _pool_map(jobs, workers, log):
+    """``{key: result}`` of the jobs, longest first over ``workers``
+    processes (in this process when ``workers`` is 1)."""
+    jobs = sorted(jobs, key=lambda j: -j[2].pop('_cost', 0))
+    out = {}
+    if workers <= 1:
+        results = map(_job, jobs)
+    else:
+        ctx = multiprocessing.get_context('fork')
+        pool = ctx.Pool(workers)
+        results = pool.imap_unordered(_job, jobs)
+    try:
+        for key, res in results:
+            out[key] = res
+            log(_describe(key, res))
+    finally:
+        if workers > 1:
+            pool.close()
+            pool.join()
     return out
 
 
-def _gammas(p):
-    return sorted(set(p['gamma_init']['values']) | {1.0})
+def _describe(key, res):
+    if key[0] == 'pretrain':
+        return f'[pretrain] seed {key[-1]} done'
+    last = res[-1]
+    if 'collapsed' not in last:
+        return (f'[{key[0]}] {key[1]:18s} seed {key[-1]}: test acc '
+                + ' '.join(f"{r['test_acc']:.2f}" for r in res))
+    return (f'[{key[0]}] {key[1]:18s} seed {key[-1]}: collapsed '
+            f"{last['collapsed']:.3f} dead {last['dead']:.3f} inactive "
+            f"{last.get('inactive', float('nan')):.3f} sparsity "
+            f"{last['sparsity']:.3f} acc {last['train_acc']:.3f}/"
+            f"{last.get('test_acc', float('nan')):.3f}")
 
 
-def _gamma_init_study(p, data, out, log):
-    """{'<norm>, gamma0 <g>': runs}; gamma0 = 1 is the restarts
-    experiment's own runs when it has the same rounds."""
-    g = p['gamma_init']
-    restarts = out['experiments'].get('restarts')
-    same = p['experiments'].get('restarts') == g['rounds']
+def _digit_jobs(p):
+    d, seeds, width, alpha = p['digits'], p['seeds'], p['width'], p['alpha']
+    common = dict(data='digits', width=width, batch_size=d['batch'],
+                  alpha=alpha)
+    jobs = []
+
+    def rounds_job(exp, name, norm, rounds, wd, seed, **kw):
+        jobs.append(('rounds', (exp, name, seed), dict(
+            common, norm=norm, rounds=list(rounds), steps_per_round=d['steps'],
+            weight_decay=wd, seed=seed, _cost=len(rounds) * d['steps'],
+            **kw)))
+
+    r = d.get('restarts')
+    for seed in seeds:
+        if r:
+            for norm in r.get('norms', p['norms']):
+                rounds_job('restarts', norm, norm, r['rounds'], r['wd'], seed)
+        if d.get('lr'):
+            k = d['lr']['num_rounds']
+            for lr in d['lr']['values']:
+                for norm in d['lr']['norms']:
+                    rounds_job('lr', f'{norm}, lr {lr:g}', norm, [lr] * k,
+                               r['wd'], seed)
+        if d.get('gamma_init'):
+            for g in d['gamma_init']['values']:
+                for norm in d['gamma_init']['norms']:
+                    rounds_job('gamma_init', f'{norm}, gamma0 {g:g}', norm,
+                               r['rounds'], r['wd'], seed, gamma_init=g)
+        if d.get('finetune'):
+            f = d['finetune']
+            for norm in p['norms']:
+                jobs.append(('finetune', ('finetune', norm, seed), dict(
+                    common, norm=norm, rounds=list(f['rounds']),
+                    steps_per_round=d['steps'], weight_decay=f['wd'],
+                    seed=seed, _cost=len(f['rounds']) * d['steps'])))
+    e = d.get('early')
+    if e:
+        for lr in e['lrs']:
+            for norm in e['norms']:
+                for seed in e['seeds']:
+                    jobs.append(('early', ('early', f'{norm}, lr {lr:g}',
+                                           seed), dict(
+                        data='digits', norm=norm, lr=lr, iters=e['iters'],
+                        width=width, batch_size=e['batch'],
+                        weight_decay=e['wd'], seed=seed, alpha=alpha,
+                        _cost=max(e['iters']) * e['batch'] / d['batch'])))
+    return jobs
+
+
+def _collect(found, exp, names, seeds):
+    return {name: [found[(exp, name, s)] for s in seeds] for name in names
+            if (exp, name, seeds[0]) in found}
+
+
+def run_training(cfg: dict, out_dir: Optional[str] = None,
+                 log: Callable = print, workers: int = 2) -> dict:
+    """The training experiments of ``cfg['train']`` (see QUICK and FULL):
+    ``digits`` (real digits: restarts, lr, gamma_init, finetune, early) and
+    ``random_labels`` (paper §3.3). Returns, per experiment, ``{name:
+    [rows of seed 0, rows of seed 1, ...]}``."""
+    p = cfg['train']
+    seeds = tuple(p['seeds'])
+    out = dict(params=p, digits={}, random_labels={})
+    jobs = []
+    d = p.get('digits')
+    if d:
+        _DATA['digits'] = training.load_digits(d['size'])
+        f = d.get('finetune')
+        if f:
+            pre = _pool_map([('pretrain', ('pretrain', seed), dict(
+                data='digits', rounds=f['pretrain']['rounds'],
+                steps_per_round=f['pretrain']['steps'], width=p['width'],
+                batch_size=d['batch'], weight_decay=f['pretrain']['wd'],
+                seed=seed)) for seed in seeds], workers, log)
+            _DATA['pretrained'] = {k[-1]: v for k, v in pre.items()}
+        jobs += _digit_jobs(p)
+    rl = p.get('random_labels')
+    if rl:
+        _DATA['random'] = training.load_toy_cifar(rl['num_train'],
+                                                  size=rl['size'])
+        for seed in seeds:
+            for norm in rl['norms']:
+                jobs.append(('rounds', ('random_labels', norm, seed), dict(
+                    data='random', norm=norm, rounds=list(rl['rounds']),
+                    steps_per_round=rl['steps'], width=p['width'],
+                    batch_size=rl['batch'], weight_decay=rl['wd'],
+                    seed=seed, alpha=p['alpha'],
+                    _cost=len(rl['rounds']) * rl['steps'])))
+    found = _pool_map(jobs, workers, log)
+    _DATA.clear()
+    if d:
+        dg = out['digits']
+        for exp in ('restarts', 'finetune'):
+            if d.get(exp):
+                dg[exp] = _collect(found, exp,
+                                   d[exp].get('norms', p['norms']), seeds)
+        if d.get('lr'):
+            names = [f'{norm}, lr {lr:g}' for lr in d['lr']['values']
+                     for norm in d['lr']['norms']]
+            dg['lr'] = _collect(found, 'lr', names, seeds)
+        if d.get('gamma_init'):
+            dg['gamma_init'] = _gamma_init(found, d, seeds, dg)
+        if d.get('early'):
+            e = d['early']
+            names = [f'{norm}, lr {lr:g}' for lr in e['lrs']
+                     for norm in e['norms']]
+            dg['early'] = _collect(found, 'early', names, tuple(e['seeds']))
+    if rl:
+        out['random_labels']['restarts'] = _collect(
+            found, 'random_labels', rl['norms'], seeds)
+    if out_dir:
+        from .figures import training_figures
+        out['figures'] = training_figures(out, out_dir)
+    return out
+
+
+def _gamma_init(found, d, seeds, dg):
+    """{'<norm>, gamma0 <g>': runs} with gamma0 = 1 taken from the restarts
+    experiment."""
+    g = d['gamma_init']
     res = {}
     for norm in g['norms']:
-        for gamma in _gammas(p):
+        for gamma in sorted(set(g['values']) | {1.0}):
             name = f'{norm}, gamma0 {gamma:g}'
-            if gamma == 1.0 and same and restarts and norm in restarts:
-                res[name] = restarts[norm]
-                continue
-            res[name] = []
-            for seed in p['seeds']:
-                rows = training.train_rounds(
-                    norm, g['rounds'], p['steps'], data, width=p['width'],
-                    gamma_init=gamma, seed=seed)
-                res[name].append(rows)
-                last = rows[-1]
-                log(f'[gamma_init] {name:16s} seed {seed}: collapsed '
-                    f'{last["collapsed"]:.3f} dead {last["dead"]:.3f} '
-                    f'sparsity {last["sparsity"]:.3f}')
+            if gamma == 1.0:
+                if norm in dg.get('restarts', {}):
+                    res[name] = dg['restarts'][norm]
+            else:
+                res[name] = [found[('gamma_init', name, s)] for s in seeds]
     return res
 
 
 def run_lab(quick: bool = False, out_dir: Optional[str] = None,
-            training: bool = True, log: Callable = print) -> dict:
+            training: bool = True, log: Callable = print,
+            workers: int = 2, cfg: Optional[dict] = None) -> dict:
     """Run every part with the QUICK or FULL settings; figures go to
     ``out_dir`` when given. Returns the numbers (JSON-able)."""
-    cfg = QUICK if quick else FULL
+    cfg = cfg or (QUICK if quick else FULL)
     results = dict(mode='quick' if quick else 'full')
     results['theorem1'] = run_theorem1(cfg, out_dir)
     log(f"theorem1 slopes: {results['theorem1']['slopes']}")
@@ -184,5 +312,5 @@ def run_lab(quick: bool = False, out_dir: Optional[str] = None,
     log(f"recovery predicted {results['recovery']['predicted_step']} "
         f"observed {results['recovery']['observed_step']}")
     if training:
-        results['training'] = run_training(cfg, out_dir, log)
+        results['training'] = run_training(cfg, out_dir, log, workers)
     return results

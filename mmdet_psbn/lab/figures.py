@@ -1,5 +1,6 @@
 # Copyright (c) mmdet-psbn contributors. All rights reserved.
 """Figures of the collapse lab (matplotlib, Agg, small PNGs)."""
+import os.path as osp
 from typing import Dict, List
 
 import matplotlib
@@ -96,21 +97,120 @@ def plot_recovery(sim: dict, law: Dict[str, np.ndarray], gamma0, eta, lam,
     return _save(fig, path)
 
 
+_LABELS = dict(collapsed='collapsed (|γ| < 1e-3)',
+               dead='dead (rectified channels)',
+               dead_all='dead, all BNs (old measure)',
+               inactive='inactive on 256 test digits',
+               sparsity='FLOPs sparsity', train_acc='train accuracy',
+               test_acc='test accuracy')
+
+
 def plot_rounds(results: Dict[str, List[List[dict]]], keys, title: str,
                 path: str) -> str:
-    """Per-round mean ± min/max over seeds of each ``key`` per norm."""
-    fig, ax = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6))
+    """Per-round mean and min-max band over seeds of each ``key`` (as %)
+    per name."""
+    fig, ax = plt.subplots(1, len(keys), figsize=(3.5 * len(keys), 3.4))
     ax = np.atleast_1d(ax)
     for j, key in enumerate(keys):
         for i, (name, runs) in enumerate(results.items()):
             vals = np.array([[r[key] for r in run] for run in runs]) * 100
             rounds = [r['round'] for r in runs[0]]
             ax[j].plot(rounds, vals.mean(0), 'o-', color=f'C{i}',
-                       label=name)
+                       label=name, ms=4)
             ax[j].fill_between(rounds, vals.min(0), vals.max(0),
                                color=f'C{i}', alpha=0.2)
-        ax[j].set(xlabel='round (end of cosine cycle)',
-                  ylabel=f'{key} (%)', title=key)
-    ax[0].legend(fontsize=8)
+        ax[j].set(xlabel='round (end of cosine cycle)', ylabel='%',
+                  title=_LABELS.get(key, key))
+        ax[j].set_xticks(rounds)
+    ax[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
+
+
+def plot_early(curves: Dict[str, List[List[dict]]], title: str,
+               path: str) -> str:
+    """Test accuracy against iterations, one panel per learning rate."""
+    lrs = sorted({name.split(', lr ')[1] for name in curves},
+                 key=lambda v: -float(v))
+    fig, ax = plt.subplots(1, len(lrs), figsize=(4.6 * len(lrs), 3.6),
+                           sharey=True)
+    ax = np.atleast_1d(ax)
+    for j, lr in enumerate(lrs):
+        sel = [(n, runs) for n, runs in curves.items()
+               if n.endswith(f', lr {lr}')]
+        for i, (name, runs) in enumerate(sel):
+            its = [r['iters'] for r in runs[0]]
+            vals = np.array([[r['test_acc'] for r in run]
+                             for run in runs]) * 100
+            ax[j].plot(its, vals.mean(0), 'o-', color=f'C{i}', ms=4,
+                       label=name.split(', lr ')[0])
+            ax[j].fill_between(its, vals.min(0), vals.max(0),
+                               color=f'C{i}', alpha=0.15)
+        ax[j].set(xscale='log', xlabel='iterations (batch 16)',
+                  ylabel='test accuracy (%)', title=f'constant lr {lr}')
+        ax[j].set_xticks(its, [str(i) for i in its])
+        ax[j].minorticks_off()
+        ax[j].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def training_figures(out: dict, out_dir: str) -> List[str]:
+    """Every training figure of :func:`mmdet_psbn.lab.run_training`'s
+    result that has data; returns their paths."""
+    p = out['params']
+    d, dg = p.get('digits') or {}, out.get('digits', {})
+    real = ('collapsed', 'dead', 'inactive', 'sparsity', 'test_acc')
+    n = len(p['seeds'])
+    where = (f"real digits, ResNet-20 width {p['width']}; mean and min-max "
+             f'over {n} seeds')
+    paths = []
+    join = osp.join
+    if dg.get('restarts'):
+        r = d['restarts']
+        paths.append(plot_rounds(
+            dg['restarts'], real,
+            f"warm restarts: {len(r['rounds'])} cosine rounds of "
+            f"{d['steps']} steps at lr {r['rounds'][0]:g}, wd {r['wd']:g}; "
+            + where, join(out_dir, 'lab_restarts.png')))
+    if dg.get('finetune'):
+        f = d['finetune']
+        paths.append(plot_rounds(
+            dg['finetune'], real,
+            f"finetuning: BN pretrained at lr {f['pretrain']['rounds'][0]:g}"
+            f" (round 0, converted), new head, {len(f['rounds'])} rounds at "
+            f"lr {f['rounds'][0]:g}, wd {f['wd']:g}; " + where,
+            join(out_dir, 'lab_finetune.png')))
+    if dg.get('lr') and dg.get('restarts'):
+        merged = {}
+        k = d['lr']['num_rounds']
+        for lr in sorted(set(d['lr']['values']) |
+                         {d['restarts']['rounds'][0]}):
+            for norm in d['lr']['norms']:
+                runs = dg['lr'].get(f'{norm}, lr {lr:g}')
+                if runs is None:
+                    runs = [run[:k + 1] for run in dg['restarts'][norm]]
+                merged[f'{norm}, lr {lr:g}'] = runs
+        paths.append(plot_rounds(
+            merged, real, f'initial learning rate (first {k} rounds); '
+            + where, join(out_dir, 'lab_lr.png')))
+    if dg.get('gamma_init'):
+        paths.append(plot_rounds(
+            dg['gamma_init'], real, 'initial gamma, restarts at lr '
+            f"{d['restarts']['rounds'][0]:g}; " + where,
+            join(out_dir, 'lab_gamma_init.png')))
+    if dg.get('early'):
+        e = d['early']
+        paths.append(plot_early(
+            dg['early'], f"from scratch, batch {e['batch']}, no warm-up, "
+            f"wd {e['wd']:g}; real digits; mean and min-max over "
+            f"{len(e['seeds'])} seeds", join(out_dir, 'lab_early.png')))
+    rl = out.get('random_labels', {}).get('restarts')
+    if rl:
+        q = p['random_labels']
+        paths.append(plot_rounds(
+            rl, ('collapsed', 'dead', 'dead_all', 'sparsity', 'train_acc'),
+            f"paper §3.3: random labels (toy CIFAR images), restarts at lr "
+            f"{q['rounds'][0]:g}, wd {q['wd']:g}; mean and min-max over {n} "
+            'seeds', join(out_dir, 'lab_random_labels.png')))
+    return paths

@@ -41,30 +41,118 @@ def tables(res: dict) -> str:
                    f"{rec['bn_ratio_drift']:.0e}) |")
     tr = res.get('training')
     if tr:
-        out += ['', '### Training: last round, mean (min–max) over seeds, %',
-                '', '| experiment | lr per round | norm | collapsed | dead | '
-                'FLOPs sparsity | train acc |', '|---|---|---|---|---|---|---|']
-        for exp, by_norm in tr['experiments'].items():
-            lrs = ', '.join(f'{x:g}' for x in tr['params']['experiments'][exp])
-            for norm, runs in by_norm.items():
-                last = [r[-1] for r in runs]
-                out.append(
-                    f"| {exp} | {lrs} | {norm} | "
-                    f"{_ms([r['collapsed'] for r in last])} | "
-                    f"{_ms([r['dead'] for r in last])} | "
-                    f"{_ms([r['sparsity'] for r in last])} | "
-                    f"{_ms([r['acc'] for r in last])} |")
-        if tr.get('gamma_init'):
-            lrs = ', '.join(
-                f'{x:g}' for x in tr['params']['gamma_init']['rounds'])
-            out += ['', '### Initial γ (paper Fig. 5b): last round, mean '
-                    '(min–max) over seeds, %', '',
-                    f'| norm, γ0 (lr per round {lrs}) | collapsed | dead | '
-                    'FLOPs sparsity |', '|---|---|---|---|']
-            for name, runs in tr['gamma_init'].items():
-                last = [r[-1] for r in runs]
-                out.append(f"| {name} | "
-                           f"{_ms([r['collapsed'] for r in last])} | "
-                           f"{_ms([r['dead'] for r in last])} | "
-                           f"{_ms([r['sparsity'] for r in last])} |")
+        out += _training_tables(tr)
     return '\n'.join(out) + '\n'
+
+
+_COLS = (('train_acc', 'train acc'), ('test_acc', 'test acc'),
+         ('collapsed', 'collapsed'), ('dead', 'dead'),
+         ('inactive', 'inactive'), ('sparsity', 'FLOPs sparsity'))
+
+
+def _table(by_name, cols=_COLS, first='norm', at=-1):
+    rows = [f"| {first} | " + ' | '.join(c[1] for c in cols) + ' |',
+            '|---|' + '---|' * len(cols)]
+    for name, runs in by_name.items():
+        sel = [run[at] for run in runs]
+        rows.append(f'| {name} | ' + ' | '.join(
+            _ms([r[k] for r in sel]) if k in sel[0] else '–'
+            for k, _ in cols) + ' |')
+    return rows
+
+
+def _training_tables(tr) -> list:
+    p, out = tr['params'], []
+    d, dg = p.get('digits') or {}, tr.get('digits', {})
+    n = len(p['seeds'])
+    note = (f"mean (min–max) over {n} seeds, %; real digits (4,000 train, "
+            f"1,000 test, {d.get('size')}x{d.get('size')}), ResNet-20 width "
+            f"{p['width']}, batch {d.get('batch')}, SGD momentum 0.9, "
+            f"{d.get('steps')} steps per cosine round; psBN alpha "
+            f"{p['alpha']}")
+    if dg.get('restarts'):
+        r = d['restarts']
+        out += ['', '### Real digits, warm restarts: after the last round',
+                '', f"lr {', '.join(f'{x:g}' for x in r['rounds'])}, wd "
+                f"{r['wd']:g}; {note}.", ''] + _table(dg['restarts'])
+    if dg.get('finetune'):
+        f = d['finetune']
+        pre = f['pretrain']
+        out += ['', '### Real digits, finetuning: after the last round', '',
+                f"BN network pretrained {pre['steps']} steps at lr "
+                f"{pre['rounds'][0]:g}, wd {pre['wd']:g}, converted to each "
+                f"norm (function-preserving), new head, rounds at lr "
+                f"{', '.join(f'{x:g}' for x in f['rounds'])}, wd "
+                f"{f['wd']:g}; {note}.", ''] + _table(dg['finetune'])
+        out += ['', 'The pretrained model (round 0, converted):', ''] + \
+            _table(dg['finetune'], cols=_COLS[:2], at=0)
+    if dg.get('lr'):
+        k = d['lr']['num_rounds']
+        out += ['', f'### Real digits, initial learning rate: after round '
+                f'{k}', '', f"wd {d['restarts']['wd']:g}; the lr "
+                f"{d['restarts']['rounds'][0]:g} runs are the restarts "
+                f'experiment\'s first {k} rounds; {note}.', '']
+        merged = dict(dg['lr'])
+        for norm in d['lr']['norms']:
+            if norm in dg.get('restarts', {}):
+                merged[f"{norm}, lr {d['restarts']['rounds'][0]:g}"] = [
+                    run[:k + 1] for run in dg['restarts'][norm]]
+        merged = dict(sorted(merged.items(), key=lambda kv: (
+            kv[0].split(',')[0], float(kv[0].split('lr ')[1]))))
+        out += _table(merged, first='norm, initial lr')
+    if dg.get('gamma_init'):
+        out += ['', '### Real digits, initial γ: after the last round', '',
+                f"the restarts experiment's rounds; {note}.", ''] + \
+            _table(dg['gamma_init'], first='norm, γ0')
+    for exp, rows in (('restarts', dg.get('restarts')), (
+            'random labels (§3.3)',
+            tr.get('random_labels', {}).get('restarts'))):
+        if not rows:
+            continue
+        out += ['', f'### Dead share after round 1 vs the last round, '
+                f'{exp}: rectified channels vs all BNs', '',
+                'dead = Φ((β+α)/|γ|) < 1e-3 among the channels whose norm '
+                'layer feeds a ReLU/LeakyReLU; "all BNs" is the same test '
+                'over every channel (the old measure), "residual-branch" '
+                'over the last BN of each residual branch only (it feeds '
+                'the addition, so a negative output is a live one).', '']
+        cols = (('dead', 'dead'), ('dead_all', 'all BNs'),
+                ('dead_residual', 'residual-branch'))
+        hdr = ['| norm | ' + ' | '.join(f'{c[1]}, round 1' for c in cols)
+               + ' | ' + ' | '.join(f'{c[1]}, last' for c in cols) + ' |',
+               '|---|' + '---|' * 2 * len(cols)]
+        for name, runs in rows.items():
+            vals = [_ms([run[at][k] for run in runs]) for at in (1, -1)
+                    for k, _ in cols]
+            hdr.append(f'| {name} | ' + ' | '.join(vals) + ' |')
+        out += hdr
+    if dg.get('early'):
+        e = d['early']
+        its = e['iters']
+        out += ['', '### From scratch at a high vs the scaled learning rate '
+                '(observation b): test accuracy, %', '',
+                f"batch {e['batch']}, constant lr, no warm-up, wd "
+                f"{e['wd']:g}, momentum 0.9; mean (min–max) over "
+                f"{len(e['seeds'])} seeds. psBN-rect: psBN only where a "
+                'ReLU follows, the last BN of each residual branch plain.',
+                '', '| norm, lr | ' + ' | '.join(f'{i} iters' for i in its)
+                + ' |', '|---|' + '---|' * len(its)]
+        for name, runs in dg['early'].items():
+            out.append(f'| {name} | ' + ' | '.join(
+                _ms([run[j]['test_acc'] for run in runs])
+                for j in range(len(its))) + ' |')
+    rl = tr.get('random_labels', {}).get('restarts')
+    if rl:
+        q = p['random_labels']
+        out += ['', '### Paper §3.3: random labels, warm restarts: after '
+                'the last round', '', f"toy CIFAR images ({q['num_train']}, "
+                f"{q['size']}x{q['size']}), random labels, lr "
+                f"{', '.join(f'{x:g}' for x in q['rounds'])}, wd "
+                f"{q['wd']:g}, {q['steps']} steps per round, batch "
+                f"{q['batch']}; mean (min–max) over {n} seeds, %. Train "
+                'accuracy on the random labels (chance 10 %).', ''] + \
+            _table(rl, cols=(('train_acc', 'train acc'),
+                             ('collapsed', 'collapsed'), ('dead', 'dead'),
+                             ('dead_all', 'dead, all BNs'),
+                             ('sparsity', 'FLOPs sparsity')))
+    return out
