@@ -22,7 +22,7 @@ import os
 import os.path as osp
 import shutil
 import tempfile
-from typing import Dict, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import cv2
 import numpy as np
@@ -120,14 +120,79 @@ def _write_split(root: str, split: str, num_images: int, seed: int,
         dict(id=i + 1, name=name, supercategory='shape')
         for i, name in enumerate(TOY_CLASSES)
     ]
+    write_coco_json(root, split, images, annotations, categories,
+                    'mmdet-psbn toy COCO')
+
+
+def write_coco_json(root: str, split: str, images: List[dict],
+                    annotations: List[dict], categories: List[dict],
+                    description: str) -> None:
+    """Write ``<root>/annotations/instances_<split>2017.json``."""
     with open(osp.join(root, 'annotations', f'instances_{split}2017.json'),
               'w') as f:
         json.dump(
             dict(
-                info=dict(description='mmdet-psbn toy COCO'),
+                info=dict(description=description),
                 images=images,
                 annotations=annotations,
                 categories=categories), f)
+
+
+def build_data_root(root: str, manifest: str, args: Dict,
+                    write: Callable[[str], None], kind: str,
+                    force: bool = False) -> Dict:
+    """Make a generated data root atomically, or keep the same one.
+
+    The one way the data tools of this package write a data root:
+
+    - ``<root>/<manifest>`` holds ``args`` (JSON). If it is there with the
+      same ``args`` (and not ``force``), nothing is done;
+    - a ``root`` that exists without the manifest is not ours: refused,
+      never overwritten;
+    - otherwise ``write(tmp)`` fills a temporary folder beside ``root``,
+      the manifest is added, and the folder replaces ``root`` with one
+      ``os.replace``; on any error (``KeyboardInterrupt`` too) the temporary
+      folder is removed, so no half-written data root is ever left.
+
+    Args:
+        root (str): The data root.
+        manifest (str): File name of the manifest inside ``root``.
+        args (dict): What the set is made from (JSON-serialisable).
+        write (callable): ``write(folder)`` writes the set into ``folder``.
+        kind (str): What the set is, for the error message, e.g.
+            ``'toy COCO set'``.
+        force (bool): Rebuild even if the same set exists.
+
+    Returns:
+        dict: ``args``.
+
+    Raises:
+        FileExistsError: ``root`` exists and has no ``manifest``.
+    """
+    root = osp.abspath(root)
+    manifest_path = osp.join(root, manifest)
+    if not force and osp.isfile(manifest_path):
+        with open(manifest_path) as f:
+            if json.load(f) == args:
+                return args
+    if osp.exists(root) and not osp.isfile(manifest_path):
+        raise FileExistsError(
+            f'{root} exists and is not a {kind} made by this tool; '
+            'choose another folder or remove it')
+    parent = osp.dirname(root)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f'.{osp.basename(root)}-', dir=parent)
+    try:
+        write(tmp)
+        with open(osp.join(tmp, manifest), 'w') as f:
+            json.dump(args, f, indent=1)
+        if osp.exists(root):
+            shutil.rmtree(root)
+        os.replace(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return args
 
 
 def make_toy_coco(root: str,
@@ -172,32 +237,13 @@ def make_toy_coco(root: str,
     if not 0 < min_size <= max_size < image_size:
         raise ValueError('need 0 < min_size <= max_size < image_size, got '
                          f'{min_size}, {max_size}, {image_size}')
-    root = osp.abspath(root)
-    manifest_path = osp.join(root, MANIFEST)
-    if not force and osp.exists(manifest_path):
-        with open(manifest_path) as f:
-            if json.load(f) == args:
-                return args
-    if osp.exists(root) and not osp.exists(manifest_path):
-        raise FileExistsError(
-            f'{root} exists and is not a toy COCO set made by this tool; '
-            'choose another folder or remove it')
 
-    parent = osp.dirname(root)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix='.toy_coco-', dir=parent)
-    try:
+    def write(tmp):
         os.makedirs(osp.join(tmp, 'annotations'))
         common = dict(image_size=image_size, max_objects=max_objects,
                       min_size=min_size, max_size=max_size)
         _write_split(tmp, 'train', num_train, seed, **common)
         _write_split(tmp, 'val', num_val, seed + 1, **common)
-        with open(osp.join(tmp, MANIFEST), 'w') as f:
-            json.dump(args, f, indent=1)
-        if osp.exists(root):
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return args
+
+    return build_data_root(root, MANIFEST, args, write, 'toy COCO set',
+                           force)
