@@ -169,8 +169,7 @@ class CollapseStats:
     def _counted(self) -> np.ndarray:
         """Per-channel mask: False for the channels of zero-init layers
         that have not yet reached ``gamma_thr``."""
-        grown = self.grown if self.grown is not None else ~self.collapsed
-        return ~(self._per_channel(self.zero_init) & ~grown)
+        return ~(self._per_channel(self.zero_init) & ~self._grown())
 
     def _rectified(self) -> np.ndarray:
         """Per-channel mask of the channels the dead measure covers."""
@@ -526,8 +525,8 @@ def measure_state_dict(state_dict: Mapping[str, torch.Tensor],
 def attach_flops(stats: CollapseStats, flops_map) -> CollapseStats:
     """Give ``stats`` the per-channel removable FLOPs of a
     :class:`~mmdet_psbn.analysis.flops.ChannelFlops` (layers it does not
-    know get 0) and its rectified layers (layers it does not know count as
-    not rectified). Returns ``stats``."""
+    know get 0) and its rectified layers (:func:`attach_rectified`).
+    Returns ``stats``."""
     per_channel = np.zeros(stats.num_channels)
     for i, name in enumerate(stats.names):
         f = flops_map.removable.get(name)
@@ -537,6 +536,13 @@ def attach_flops(stats: CollapseStats, flops_map) -> CollapseStats:
     stats.flops = per_channel
     stats.total_flops = flops_map.total
     stats.flops_map = flops_map
+    return attach_rectified(stats, flops_map)
+
+
+def attach_rectified(stats: CollapseStats, flops_map) -> CollapseStats:
+    """Give ``stats`` the rectified layers read from the graph
+    (:attr:`ChannelFlops.rectified`; layers it does not know count as not
+    rectified), so that ``dead`` covers only those. Returns ``stats``."""
     rectified = getattr(flops_map, 'rectified', None)
     if rectified:
         stats.rectified = np.array(

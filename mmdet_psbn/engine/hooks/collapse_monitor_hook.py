@@ -19,7 +19,8 @@ from mmengine.registry import HOOKS
 
 from mmdet_psbn.analysis.collapse import (ActivationProbe, CollapseStats,
                                           _validate_thresholds, attach_flops,
-                                          measure_model, norm_layers)
+                                          attach_rectified, measure_model,
+                                          norm_layers)
 from mmdet_psbn.analysis.flops import channel_flops
 from mmdet_psbn.analysis.plots import (plot_gamma_beta, plot_gamma_hist,
                                        plot_history)
@@ -228,8 +229,12 @@ class CollapseMonitorHook(Hook):
                 or self.every_n_train_iters(runner, self.interval)
                 or self._ends_epoch(runner, batch_idx)):
             model = _unwrap(runner.model)
-            self._probe = ActivationProbe(
-                model, [name for name, _, _ in norm_layers(model)])
+            # Before the graph is read (the first iteration) every norm
+            # layer; then only those the measure covers.
+            names = (self._flops_map.rectified_layers
+                     if self._flops_map is not None else
+                     [name for name, _, _ in norm_layers(model)])
+            self._probe = ActivationProbe(model, names)
             self._probe.__enter__()
 
     def after_train_iter(self,
@@ -307,9 +312,10 @@ class CollapseMonitorHook(Hook):
 
     def _attach_graph(self, stats: CollapseStats) -> None:
         """Rectified layers (and, with ``flops``, FLOPs) from the graph."""
-        attach_flops(stats, self._flops_map)
-        if not self.flops:
-            stats.flops = stats.total_flops = stats.flops_map = None
+        if self.flops:
+            attach_flops(stats, self._flops_map)
+        else:
+            attach_rectified(stats, self._flops_map)
 
     def _refresh_last_row(self) -> None:
         """Recompute the last history row from ``self._last`` after the
