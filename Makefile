@@ -3,6 +3,8 @@
 #   make install   create .venv/ and install the pinned stack (idempotent)
 #   make demo      the main job: BN vs psBN finetune on real digits (installs first)
 #   make test      the test suite (installs first); CI runs exactly this
+#   make lint      the pre-commit checks on all tracked files (installs
+#                  first); CI runs it before make test
 #
 # Variables you may set:
 #   PYTHON=python3.11      interpreter that creates .venv
@@ -25,12 +27,12 @@ CONSTRAINTS := -c requirements/constraints.txt
 STAMP := $(VENV)/.mmdet-psbn-installed
 INSTALL_INPUTS := Makefile setup.py requirements/build.txt \
 	requirements/constraints.txt requirements/mminstall.txt \
-	requirements/runtime.txt requirements/tests.txt
+	requirements/runtime.txt requirements/tests.txt requirements/lint.txt
 
 DEMO_DATA := data/toy_coco
 DEMO_WORK_DIR ?= work_dirs/demo
 
-.PHONY: install demo test toy-data clean
+.PHONY: install demo test lint toy-data clean
 
 install: $(STAMP)
 
@@ -52,7 +54,8 @@ $(STAMP): $(INSTALL_INPUTS)
 	fi
 	$(PIP) install -q $(CONSTRAINTS) 'setuptools>=77.0.3,<81'
 	$(PIP) install -q $(CONSTRAINTS) -r requirements/mminstall.txt \
-	  -r requirements/runtime.txt -r requirements/tests.txt
+	  -r requirements/runtime.txt -r requirements/tests.txt \
+	  -r requirements/lint.txt
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	@$(PY) -c 'import mmcv.ops' || { \
 	  echo "[install] ERROR: 'import mmcv.ops' fails: mmcv was built without its ops." >&2; \
@@ -77,7 +80,21 @@ demo: install
 	$(PY) tools/misc/demo.py --work-dir $(DEMO_WORK_DIR) $(DEMO_ARGS)
 
 test: install
-	$(PY) -m pytest tests
+	$(PY) -m pytest
+
+# `pre-commit run --all-files`: the hooks of .pre-commit-config.yaml on every
+# tracked file (so it needs a git checkout). They are `repo: local` hooks
+# that run the tools make install put in .venv/bin, pinned in
+# requirements/lint.txt: make lint, CI and the git hook that
+# `.venv/bin/pre-commit install` writes check with the same versions, and
+# nothing is cloned. Fails on any finding. The formatters (yapf, isort,
+# docformatter, the whitespace/end-of-file/quote fixers) leave their fixes in
+# the working tree: review them with git diff, and run make lint again.
+lint: install
+	@test "$(VENV)" = .venv || { \
+	  echo "[lint] the hooks run .venv/bin/<tool> (.pre-commit-config.yaml): VENV=$(VENV) is not supported" >&2; \
+	  exit 1; }
+	$(VENV)/bin/pre-commit run --all-files --show-diff-on-failure
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -5,9 +5,10 @@ bare PyTorch loop.
     python benchmarks/bench_cifar_epoch.py [--device cpu|cuda]
         [--num-train N | --data-root DIR] [--repeat R] [--batch-size B]
 
-One epoch of ResNet-20 with psBN (``configs/cifar10/resnet20_psbn_restart9x100
-{_device,}.py``), batch 128, SGD (lr 0.1, momentum 0.9, weight decay 5e-4),
-timed three ways in one run, taking turns after one warm-up epoch each:
+One epoch of ResNet-20 with psBN (``projects/psbn_cifar/configs/
+resnet20_psbn_restart9x100{_device,}.py``), batch 128, SGD (lr 0.1,
+momentum 0.9, weight decay 5e-4), timed three ways in one run, taking turns
+(``_timing.interleaved``) after one warm-up epoch each:
 
 * ``runner+device``: the mmengine Runner on the fast path (DeviceCIFAR10,
   CropFlipDataPreprocessor);
@@ -35,28 +36,15 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 
 import torch
 import torch.nn.functional as F
+from _timing import interleaved
 
 CONFIGS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
-                   'configs', 'cifar10')
+                   'projects', 'psbn_cifar', 'configs')
 DEVICE_CONFIG = osp.join(CONFIGS, 'resnet20_psbn_restart9x100_device.py')
 LOADER_CONFIG = osp.join(CONFIGS, 'resnet20_psbn_restart9x100.py')
-
-
-def _sync(device):
-    if device == 'cuda':
-        torch.cuda.synchronize()
-
-
-def _timed(fn, device):
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
 
 
 def device_name(device):
@@ -95,10 +83,10 @@ def bare_loop(config, data_root, batch_size, device):
     """One epoch of the plain loop as a closure, on the same model and data
     as the Runners."""
     from mmengine.config import Config
-    from mmengine.registry import MODELS
 
-    from mmdet_psbn.datasets.cifar_device import DeviceCIFAR10
-    from mmdet_psbn.models.classifiers import random_crop_flip
+    from psbn_cifar.datasets.cifar_device import DeviceCIFAR10
+    from psbn_cifar.models import random_crop_flip
+    from psbn_cifar.registry import MODELS
     cfg = Config.fromfile(config)
     model = MODELS.build(cfg.model).to(device)
     model.init_weights()
@@ -153,8 +141,8 @@ def main():
         parser.error('need --repeat >= 1, --batch-size >= 1 and '
                      '--num-train >= 5')
 
-    import mmdet_psbn  # noqa: F401  registers everything
-    from mmdet_psbn.datasets.cifar import make_toy_cifar
+    import psbn_cifar  # noqa: F401  the CIFAR project
+    from psbn_cifar.datasets.cifar import make_toy_cifar
     tmp = tempfile.mkdtemp(prefix='bench_cifar_epoch.')
     try:
         if args.data_root:
@@ -177,10 +165,7 @@ def main():
         paths = {f'runner+{k}': r.train_loop.run_epoch
                  for k, r in runners.items()}
         paths['bare'] = bare
-        times = {name: [] for name in paths}
-        for _ in range(args.repeat):
-            for name, epoch in paths.items():
-                times[name].append(_timed(epoch, device))
+        times = interleaved(paths, args.repeat, warmup=0)  # warmed above
         loader = runners['loader'].train_dataloader
         n = len(runners['device'].train_dataloader.dataset)
         print(f'command: python {" ".join(sys.argv)}')

@@ -31,7 +31,7 @@ of the plain loops, i.e. how much of such a difference is noise. The clock
 of a loop runs from the end of its first iteration to the end of its last,
 so the one-off work (the first measurement, the FLOPs graph pass on the
 first batch, the report and plots at the end) is left out and printed
-apart.
+apart. Every time is read on ``_timing.clock``.
 """
 import argparse
 import itertools
@@ -39,9 +39,9 @@ import os.path as osp
 import statistics
 import sys
 import tempfile
-import time
 
 import torch
+from _timing import clock, time_call
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
@@ -61,7 +61,7 @@ class _Clock(Hook):
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None):
-        self.stamps.append(time.perf_counter())
+        self.stamps.append(clock())
 
 
 def _time_probe_hooks(log):
@@ -78,11 +78,11 @@ def _time_probe_hooks(log):
         hook = make(self, name)
 
         def timed(*args):
-            start = time.perf_counter()
+            start = clock()
             try:
                 return hook(*args)
             finally:
-                log['seconds'] += time.perf_counter() - start
+                log['seconds'] += clock() - start
         return timed
     ActivationProbe._make_hook = timed_make
     ActivationProbe.__enter__ = counted_enter
@@ -95,12 +95,12 @@ def _time_calls(hook, names, log):
         fn = getattr(hook, name)
 
         def timed(runner, *args, _fn=fn, _name=name, **kwargs):
-            start = time.perf_counter()
+            start = clock()
             try:
                 return _fn(runner, *args, **kwargs)
             finally:
                 log.append((_name, runner.iter,
-                            time.perf_counter() - start))
+                            clock() - start))
         setattr(hook, name, timed)
 
 
@@ -138,12 +138,10 @@ def _run(data_root, iters, interval):
             if isinstance(hook, CollapseMonitorHook):
                 _time_calls(hook, ('before_train_iter', 'after_train_iter',
                                    '_measure'), calls)
-        clock = _Clock()
-        runner.register_hook(clock)
-        start = time.perf_counter()
-        runner.train()
-        total = time.perf_counter() - start
-    return clock.stamps[-1] - clock.stamps[0], total, calls
+        iter_ends = _Clock()
+        runner.register_hook(iter_ends)
+        total, _ = time_call(runner.train)
+    return iter_ends.stamps[-1] - iter_ends.stamps[0], total, calls
 
 
 def main(argv=None):

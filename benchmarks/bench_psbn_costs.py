@@ -18,13 +18,16 @@ medians; the variants of one comparison take turns, so drift in machine
 load hits them alike. Ratios, not absolute times, carry over.
 """
 import argparse
+import os.path as osp
 import platform
 import statistics
-import time
+import sys
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from _timing import interleaved, time_call
 
 import mmdet_psbn  # noqa: F401  registers psBN
 from mmdet_psbn.analysis import measure_model
@@ -32,34 +35,16 @@ from mmdet_psbn.analysis.flops import channel_flops
 from mmdet_psbn.models.layers import (PostShiftedBatchNorm2d,
                                       fold_psbn_state_dict)
 
+# The collapse lab (its CIFAR ResNet-20 with a head) is not installed.
+LAB_ROOT = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                    'projects', 'collapse_lab')
+
 # (N, C, H, W) at a 2 x 800x1216-ish input scaled down for a CPU; on a GPU
 # pass --full-shapes.
 SHAPES_CPU = [(2, 64, 100, 152), (2, 256, 100, 152), (2, 512, 50, 76),
               (2, 1024, 25, 38), (2, 256, 25, 38)]
 SHAPES_FULL = [(2, 64, 400, 608), (2, 256, 200, 304), (2, 512, 100, 152),
                (2, 1024, 50, 76), (2, 256, 100, 152)]
-
-
-def sync(device):
-    if device == 'cuda':
-        torch.cuda.synchronize()
-
-
-def interleaved(fns: dict, repeat: int, device: str, warmup: int = 2):
-    """{name: [seconds]} with the callables run in turn."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    sync(device)
-    times = {k: [] for k in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
-            sync(device)
-            t = time.perf_counter()
-            fn()
-            sync(device)
-            times[name].append(time.perf_counter() - t)
-    return times
 
 
 def report(title, times, ref):
@@ -80,7 +65,7 @@ def bench_ops(shapes, repeat, device):
         def step(layer):
             return lambda: layer(x).sum().backward()
         times = interleaved({k: step(m) for k, m in layers.items()},
-                            repeat, device)
+                            repeat, warmup=2)
         report(f'op fwd+bwd {tuple(shape)}', times, 'BN')
 
 
@@ -113,12 +98,14 @@ def bench_inference(repeat, device, size):
                 m(x)
         return f
     times = interleaved(dict(BN_folded=run(bn), psBN=run(ps)), repeat,
-                        device)
+                        warmup=2)
     report(f'R50 eval fwd 1x3x{size}x{size}', times, 'BN_folded')
 
 
 def bench_monitor(repeat, device, size, batch):
-    from mmdet_psbn.lab.training import build_net
+    if LAB_ROOT not in sys.path:
+        sys.path.insert(0, LAB_ROOT)
+    from collapse_lab.training import build_net
     cases = [('CIFAR R20 (w16)', build_net('psBN', width=16).to(device),
               torch.randn(batch, 3, 32, 32, device=device),
               torch.randint(0, 10, (batch, ), device=device)),
@@ -136,20 +123,17 @@ def bench_monitor(repeat, device, size, batch):
             opt.step()
         times = interleaved(dict(train_step=train_step,
                                  measure_model=lambda: measure_model(net)),
-                            repeat, device)
+                            repeat, warmup=2)
         report(f'monitor, {name}', times, 'train_step')
-        t = time.perf_counter()
-        channel_flops(net, x[:1])
+        seconds, _ = time_call(lambda: channel_flops(net, x[:1]))
         print(f'{"monitor, " + name:34s} channel_flops (once per run) '
-              f'{(time.perf_counter() - t) * 1e3:.1f} ms')
+              f'{seconds * 1e3:.1f} ms')
 
 
 def _retinanet(config, device):
-    import os.path as osp
-
+    from mmdet.registry import MODELS
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
-    from mmdet.registry import MODELS
     root = osp.dirname(osp.dirname(osp.abspath(__file__)))
     cfg = Config.fromfile(osp.join(root, config))
     cfg.model.backbone.init_cfg = None  # nothing downloaded
@@ -191,7 +175,7 @@ def bench_retinanet_step(repeat, device, hw, batch):
             opt.step()
         return f
     times = interleaved({k: step(m) for k, m in models.items()}, repeat,
-                        device, warmup=1)
+                        warmup=1)
     report(f'RetinaNet-R50 train step {batch}x3x{hw[0]}x{hw[1]}', times,
            'BN')
 

@@ -6,14 +6,15 @@
 
 Prints the median time of forward+backward in train mode and of forward in
 eval mode, and the ratios to BN measured in this one run. Ratios, not
-absolute times, are what carries over between machines.
+absolute times, are what carries over between machines. Timed with
+``_timing.interleaved`` (the layers take turns).
 """
 import argparse
-import statistics
-import time
+import functools
 
 import torch
 import torch.nn as nn
+from _timing import interleaved, medians
 
 from mmdet_psbn.models.layers import PostShiftedBatchNorm2d
 
@@ -25,35 +26,21 @@ class NaiveShift(nn.BatchNorm2d):
         return super().forward(x) + 0.1
 
 
-def _sync(device):
-    if device == 'cuda':
-        torch.cuda.synchronize()
-
-
-def _once(layer, x, train, device):
-    _sync(device)
-    start = time.perf_counter()
+def _once(layer, x, train):
     if train:
         layer(x).sum().backward()
     else:
         with torch.no_grad():
             layer(x)
-    _sync(device)
-    return time.perf_counter() - start
 
 
-def bench(layers, x, train, repeat, device):
-    """Median time per layer; the layers take turns, so drift in machine
-    load hits them alike."""
-    times = {name: [] for name in layers}
+def bench(layers, x, train, repeat):
+    """Median seconds per layer, after 3 warm-up calls each."""
     for layer in layers.values():
         layer.train(train)
-        for _ in range(3):  # warm-up
-            _once(layer, x, train, device)
-    for _ in range(repeat):
-        for name, layer in layers.items():
-            times[name].append(_once(layer, x, train, device))
-    return {name: statistics.median(t) for name, t in times.items()}
+    return medians(interleaved(
+        {name: functools.partial(_once, layer, x, train)
+         for name, layer in layers.items()}, repeat, warmup=3))
 
 
 def main():
@@ -76,8 +63,7 @@ def main():
     for train in (True, False):
         mode = 'train fwd+bwd' if train else 'eval fwd'
         times = bench({n: m.to(args.device)
-                       for n, m in layers.items()}, x, train, args.repeat,
-                      args.device)
+                       for n, m in layers.items()}, x, train, args.repeat)
         for name, t in times.items():
             print(f'{mode:14s} {name:6s} {t * 1e3:8.3f} ms  '
                   f'x{t / times["BN"]:.3f} vs BN')

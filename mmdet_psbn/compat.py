@@ -6,6 +6,11 @@ Each fix names the versions it was written against, has a test in
 fails, and tells us to delete the fix, once upstream is fixed), and says
 what to remove then.
 
+Of these, only fix 1 changes something outside the package on import. The
+one list of everything ``import mmdet_psbn`` changes outside it is the
+docstring of :mod:`mmdet_psbn.models.layers.upstream` (for users:
+``docs/upstream.md``).
+
 1. **Resume with torch >= 2.6** (mmengine <= 0.10.7).
    torch 2.6 made ``torch.load`` default to ``weights_only=True``.
    mmengine's ``load_from_local`` calls ``torch.load(filename,
@@ -42,6 +47,11 @@ import torch.distributed as torch_dist
 from mmengine.logging import HistoryBuffer
 from torch.nn.parallel import DistributedDataParallel
 
+__all__ = [
+    'MMENGINE_CHECKPOINT_GLOBALS', 'register_safe_globals',
+    'setup_cpu_distributed'
+]
+
 
 def _numpy_globals() -> List:
     """What pickled numpy arrays and scalars refer to.
@@ -59,7 +69,10 @@ def _numpy_globals() -> List:
                   'float16', 'float32', 'float64')
     }
     return [
-        reconstruct, scalar, np.ndarray, np.dtype,
+        reconstruct,
+        scalar,
+        np.ndarray,
+        np.dtype,
         *sorted(dtype_classes, key=lambda c: c.__name__),
         # An empty array's data pickles as bytes() (an empty HistoryBuffer).
         bytes
@@ -125,8 +138,7 @@ def setup_cpu_distributed(cfg, launcher: str) -> bool:
     if not torch_dist.is_initialized():
         kwargs = {}
         if dist_cfg.get('timeout') is not None:
-            kwargs['timeout'] = datetime.timedelta(
-                seconds=dist_cfg['timeout'])
+            kwargs['timeout'] = datetime.timedelta(seconds=dist_cfg['timeout'])
         torch_dist.init_process_group(backend='gloo', **kwargs)
 
     from mmengine.registry import MODEL_WRAPPERS

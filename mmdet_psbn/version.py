@@ -1,4 +1,6 @@
 # Copyright (c) mmdet-psbn contributors. All rights reserved.
+__all__ = ['__version__', 'parse_version_info', 'version_info']
+
 __version__ = '0.1.0'
 
 

@@ -65,15 +65,37 @@ def test_allow_list_is_not_switched_off(tmp_path):
         torch.load(path)
     allowed = {}
     for g in compat.MMENGINE_CHECKPOINT_GLOBALS:
-        obj, name = g if isinstance(g, tuple) else (
-            g, f'{g.__module__}.{g.__name__}')
+        obj, name = g if isinstance(
+            g, tuple) else (g, f'{g.__module__}.{g.__name__}')
         allowed[name] = obj
     assert 'mmengine.logging.history_buffer.HistoryBuffer' in allowed
     # The one builtin name is bound to a restricted stand-in.
     assert allowed.pop('builtins.getattr') is not getattr
     assert allowed.pop('builtins.bytes') is bytes  # immutable, harmless
-    assert not any(n.startswith(('builtins.', 'os.', 'subprocess.'))
-                   for n in allowed)
+    assert not any(
+        n.startswith(('builtins.', 'os.', 'subprocess.')) for n in allowed)
+
+
+def test_import_adds_exactly_the_listed_globals():
+    """The allow-list is what ``import mmdet_psbn`` changes in torch's safe
+    loading (docs/upstream.md): no more, no less. (torch registers its own
+    DTensor classes when ``torch.distributed.tensor`` is first imported.)"""
+    proc = _run_python("""
+        import torch
+        before = list(torch.serialization.get_safe_globals())
+        import mmdet_psbn
+        from mmdet_psbn.compat import MMENGINE_CHECKPOINT_GLOBALS as listed
+        added = [g for g in torch.serialization.get_safe_globals()
+                 if g not in before]
+        ours = [g for g in added if not getattr(
+            g[0] if isinstance(g, tuple) else g, '__module__',
+            '').startswith('torch.')]
+        assert len(ours) == len(listed), ours
+        assert all(g in listed for g in ours), ours
+        print('OK')
+        """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == 'OK'
 
 
 def test_empty_history_buffer_loads(tmp_path):
@@ -99,20 +121,27 @@ def test_getattr_is_restricted_to_history_buffer_methods(tmp_path):
     torch.save({'m': _GetattrOf(HistoryBuffer, 'mean')}, good)
     assert torch.load(good)['m'] is HistoryBuffer.mean
     for target, name in ((HistoryBuffer, '__init__'),
-                         (HistoryBuffer, '__class__'),
-                         (torch.Tensor, 'add')):
+                         (HistoryBuffer, '__class__'), (torch.Tensor, 'add')):
         torch.save({'m': _GetattrOf(target, name)}, bad)
         with pytest.raises(pickle.UnpicklingError, match='refusing getattr'):
             torch.load(bad)
 
 
 def _run_python(code, env=None):
-    full_env = dict(os.environ, RANK='0', WORLD_SIZE='1', LOCAL_RANK='0',
-                    MASTER_ADDR='127.0.0.1', MASTER_PORT=str(free_port()))
+    full_env = dict(
+        os.environ,
+        RANK='0',
+        WORLD_SIZE='1',
+        LOCAL_RANK='0',
+        MASTER_ADDR='127.0.0.1',
+        MASTER_PORT=str(free_port()))
     full_env.update(env or {})
-    return subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
-                          env=full_env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, '-c', textwrap.dedent(code)],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=300)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the bug is CPU-only')

@@ -19,19 +19,19 @@ output says so. Writes ``collapse_analysis.json``,
 ``--out-dir``. See mmdet_psbn/analysis/collapse.py for the definitions.
 """
 import argparse
-import json
-import os
 import os.path as osp
 import re
 
 import torch
 
 from mmdet_psbn.analysis.collapse import (GAMMA_THR, PROB_THR, attach_flops,
+                                          bn_layers_in_state_dict,
                                           measure_state_dict)
 from mmdet_psbn.analysis.plots import (plot_gamma_beta, plot_gamma_hist,
                                        plot_history)
-from mmdet_psbn.utils.checks import InputError
-from mmdet_psbn.utils.tools import run_tool
+from mmdet_psbn.utils.checks import InputError, check_config_path
+from mmdet_psbn.utils.io import dump_json, load_checkpoint
+from mmdet_psbn.utils.tools import run_tool, user_errors
 
 #: At most this many gamma-beta scatter plots (first and last kept).
 MAX_SCATTERS = 4
@@ -67,16 +67,7 @@ def parse_args(argv=None):
 
 def load_state_dict(path: str) -> tuple:
     """``(state_dict, meta)`` of a checkpoint file, safely loaded."""
-    if not osp.isfile(path):
-        raise InputError(f'checkpoint {path!r} does not exist')
-    try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        first = (str(e).strip().splitlines() or [''])[0]
-        raise InputError(
-            f'checkpoint {path!r} cannot be read safely '
-            f'({type(e).__name__}: {first}); it may be corrupt or hold '
-            'pickled objects other than tensors and mmengine log state')
+    ckpt = load_checkpoint(path)
     meta = {}
     if isinstance(ckpt, dict) and isinstance(ckpt.get('state_dict'), dict):
         meta = ckpt.get('meta') or {}
@@ -96,9 +87,7 @@ def flops_map_from_config(config: str, input_size):
     from mmengine.registry import MODELS, init_default_scope
 
     from mmdet_psbn.analysis.flops import channel_flops
-    if not osp.isfile(config):
-        raise InputError(f'config file {config!r} does not exist')
-    cfg = Config.fromfile(config)
+    cfg = Config.fromfile(check_config_path(config))
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     model = MODELS.build(cfg.model)  # init_weights() is not called
     return channel_flops(model, torch.zeros(1, 3, *input_size))
@@ -157,16 +146,13 @@ def main(argv=None):
         state_dict, meta = load_state_dict(path)
         if args.zero_init_layers:
             zero_init = [
-                k[:-len('.running_mean')] for k in state_dict
-                if k.endswith('.running_mean') and re.search(
-                    args.zero_init_layers, k[:-len('.running_mean')])
+                name for name in bn_layers_in_state_dict(state_dict)
+                if re.search(args.zero_init_layers, name)
             ]
-        try:
+        with user_errors(ValueError):  # the thresholds
             stats = measure_state_dict(state_dict, args.gamma_thr,
                                        args.prob_thr, zero_init,
                                        previous=previous)
-        except ValueError as e:
-            raise InputError(str(e))
         if not stats.names:
             raise InputError(f'{path!r} has no BatchNorm-like layer '
                              '(weight, bias, running_mean, running_var)')
@@ -204,13 +190,9 @@ def main(argv=None):
         for prev, cur, r in zip(stats_list, stats_list[1:], results[1:]):
             r['transitions'] = cur.transitions(prev)
 
-    os.makedirs(args.out_dir, exist_ok=True)
-    report_path = osp.join(args.out_dir, 'collapse_analysis.json')
-    with open(report_path + '.tmp', 'w') as f:
-        json.dump(
-            dict(gamma_thr=args.gamma_thr, prob_thr=args.prob_thr,
-                 checkpoints=results), f, indent=1)
-    os.replace(report_path + '.tmp', report_path)
+    dump_json(dict(gamma_thr=args.gamma_thr, prob_thr=args.prob_thr,
+                   checkpoints=results),
+              osp.join(args.out_dir, 'collapse_analysis.json'))
     plot_gamma_hist(stats_list, labels,
                     osp.join(args.out_dir, 'gamma_hist.png'))
     keep = list(range(len(stats_list)))

@@ -3,17 +3,19 @@
 collapse in training (real digits; random labels, paper §3.3), as figures,
 one JSON of numbers and markdown tables.
 
-    python tools/collapse_lab.py [--quick] [--out-dir docs/] [--skip-training]
-                                 [--workers 2] [--threads 2]
+    python tools/collapse_lab.py [--quick | --settings FILE] [--out-dir docs/]
+                                 [--skip-training] [--workers 2] [--threads 2]
 
 Writes ``<out-dir>/lab_theorem1.png``, ``lab_recovery.png``, the training
 figures (full mode: ``lab_restarts.png``, ``lab_finetune.png``,
 ``lab_lr.png``, ``lab_gamma_init.png``, ``lab_early.png``,
 ``lab_random_labels.png``; quick mode: ``lab_finetune.png``) and
-``lab_results[_quick].json`` with ``lab_tables[_quick].md``. The settings
-are ``QUICK`` / ``FULL`` in ``mmdet_psbn/lab/__init__.py``; training runs go
-to ``--workers`` one-thread processes. See docs/results.md for what each
-figure shows and how long each mode took.
+``lab_results[_<mode>].json`` with ``lab_tables[_<mode>].md``, ``<mode>``
+being the settings file's name (none for ``full``). The settings are
+``projects/collapse_lab/settings/{quick,full}.json``; the lab itself is
+``projects/collapse_lab/collapse_lab`` (not installed: this script puts it
+on ``sys.path``). Training runs go to ``--workers`` one-thread processes.
+See docs/results.md for what each figure shows and how long each mode took.
 """
 import argparse
 import json
@@ -22,17 +24,30 @@ import os.path as osp
 import sys
 import time
 
-import numpy as np
 import torch
 
-from mmdet_psbn.lab import run_lab
-from mmdet_psbn.lab.report import tables
+from mmdet_psbn.utils.checks import InputError
+from mmdet_psbn.utils.io import atomic_write, dump_json, json_default
+from mmdet_psbn.utils.tools import run_tool
+
+LAB_ROOT = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                    'projects', 'collapse_lab')
+if LAB_ROOT not in sys.path:
+    sys.path.insert(0, LAB_ROOT)
+
+from collapse_lab import load_settings, run_lab  # noqa: E402
+from collapse_lab.report import tables  # noqa: E402
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--quick', action='store_true',
-                        help='the smaller run that CI checks')
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument('--quick', action='store_true',
+                       help='the smaller run that CI checks (the settings '
+                       '"quick")')
+    which.add_argument('--settings', metavar='FILE',
+                       help='a settings JSON file, or the name of one in '
+                       'projects/collapse_lab/settings (default: full)')
     parser.add_argument('--out-dir', default='docs',
                         help='where figures and the JSON go')
     parser.add_argument('--skip-training', action='store_true',
@@ -45,36 +60,32 @@ def main(argv=None):
                         'each (default: %(default)s)')
     args = parser.parse_args(argv)
     if args.threads < 1:
-        parser.error(f'--threads must be >= 1, got {args.threads}')
+        raise InputError(f'--threads must be >= 1, got {args.threads}')
     if args.workers < 1:
-        parser.error(f'--workers must be >= 1, got {args.workers}')
+        raise InputError(f'--workers must be >= 1, got {args.workers}')
+    settings = args.settings or ('quick' if args.quick else 'full')
+    try:
+        cfg = load_settings(settings)
+    except (OSError, ValueError) as e:  # missing or not JSON
+        raise InputError(f'--settings: {e}') from e
+    mode = osp.splitext(osp.basename(settings))[0]
+    suffix = '' if mode == 'full' else f'_{mode}'
     torch.set_num_threads(args.threads)
     os.makedirs(args.out_dir, exist_ok=True)
     start = time.time()
-    results = run_lab(quick=args.quick, out_dir=args.out_dir,
+    results = run_lab(cfg, mode=mode, out_dir=args.out_dir,
                       training=not args.skip_training, log=print,
                       workers=args.workers)
     results['wall_s'] = time.time() - start
     results['command'] = ' '.join(['python', 'tools/collapse_lab.py'] +
                                   (argv if argv is not None else sys.argv[1:]))
-    name = 'lab_results_quick.json' if args.quick else 'lab_results.json'
-    with open(osp.join(args.out_dir, name), 'w') as f:
-        json.dump(results, f, indent=1, default=_jsonable)
-    md = 'lab_tables_quick.md' if args.quick else 'lab_tables.md'
-    with open(osp.join(args.out_dir, md), 'w') as f:
-        f.write(tables(json.loads(json.dumps(results, default=_jsonable))))
+    name = f'lab_results{suffix}.json'
+    dump_json(results, osp.join(args.out_dir, name))
+    with atomic_write(osp.join(args.out_dir, f'lab_tables{suffix}.md')) as f:
+        f.write(tables(json.loads(json.dumps(results,
+                                             default=json_default))))
     print(f'done in {results["wall_s"]:.0f} s -> {args.out_dir}/{name}')
 
 
-def _jsonable(o):
-    if isinstance(o, (np.integer, )):
-        return int(o)
-    if isinstance(o, (np.floating, )):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o))
-
-
 if __name__ == '__main__':
-    main()
+    run_tool(main)

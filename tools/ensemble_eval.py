@@ -10,11 +10,11 @@ ensemble's, on the config's test_dataloader.
 """
 import argparse
 import glob
-import json
 import os.path as osp
 import re
 
-from mmdet_psbn.utils.checks import InputError, check_checkpoint
+from mmdet_psbn.utils.checks import InputError
+from mmdet_psbn.utils.io import check_checkpoint, dump_json
 from mmdet_psbn.utils.tools import build_runner, load_config, run_tool
 from mmdet_psbn.utils.tools import parse_args as parse_common
 
@@ -58,7 +58,7 @@ def main(argv=None):
     cfg.load_from = None
     runner = build_runner(cfg)
 
-    from mmdet_psbn.evaluation.ensemble import (ensemble_accuracy,
+    from psbn_cifar.evaluation.ensemble import (ensemble_accuracy,
                                                 load_snapshot_scores)
     scores, labels = load_snapshot_scores(runner.model, snapshots,
                                           runner.test_dataloader)
@@ -71,9 +71,8 @@ def main(argv=None):
     print(f'ensemble of {len(snapshots)} (averaged softmax): top1 '
           f'{acc:.2f} %')
     if args.out:
-        with open(args.out, 'w') as f:
-            json.dump(dict(snapshots=snapshots, single=singles,
-                           ensemble=acc), f, indent=1)
+        dump_json(dict(snapshots=snapshots, single=singles, ensemble=acc),
+                  args.out)
 
 
 if __name__ == '__main__':

@@ -9,15 +9,14 @@ Every psBN layer gets ``bias := bias + alpha`` and loses its ``alpha`` key
 unexpected and computes the same outputs.
 """
 import argparse
-import os
-import os.path as osp
-import sys
-import tempfile
 from collections.abc import Mapping
 
 import torch
 
 from mmdet_psbn.models.layers import find_psbn_prefixes, fold_psbn_state_dict
+from mmdet_psbn.utils.checks import InputError
+from mmdet_psbn.utils.io import atomic_write, load_checkpoint
+from mmdet_psbn.utils.tools import run_tool
 
 DESCRIPTION = __doc__.split('\n\n')[0]
 EPILOG = """\
@@ -33,10 +32,6 @@ written atomically (a temporary file, then a rename).
 """
 
 
-class ToolError(Exception):
-    """An error with a message for the user (exit status 1)."""
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog='psbn2bn.py',
@@ -48,36 +43,21 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def load(path):
-    if not osp.isfile(path):
-        raise ToolError(f'{path}: no such file')
-    try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # corrupt, not a checkpoint, or unsafe content
-        lines = [ln.strip() for ln in str(e).strip().splitlines()]
-        # torch's weights_only message: the useful line names the global.
-        reason = next((ln for ln in lines if 'Unsupported global' in ln),
-                      lines[0] if lines else '')
-        raise ToolError(f'{path}: cannot be read as a torch checkpoint '
-                        f'with weights_only=True ({type(e).__name__}: '
-                        f'{reason})') from e
-
-
 def convert(checkpoint, path='IN'):
     """Return (the folded checkpoint, the record stored in its meta)."""
     if not isinstance(checkpoint, Mapping):
-        raise ToolError(f'{path}: expected a checkpoint dict, got '
-                        f'{type(checkpoint).__name__}')
+        raise InputError(f'{path}: expected a checkpoint dict, got '
+                         f'{type(checkpoint).__name__}')
     is_mmengine = isinstance(checkpoint.get('state_dict'), Mapping)
     state_dict = checkpoint['state_dict'] if is_mmengine else checkpoint
     prefixes = find_psbn_prefixes(state_dict)
     if not prefixes:
-        raise ToolError(f'{path}: no psBN layer in this checkpoint (no '
-                        "'<layer>.alpha' key): nothing to fold")
+        raise InputError(f'{path}: no psBN layer in this checkpoint (no '
+                         "'<layer>.alpha' key): nothing to fold")
     try:
         folded = fold_psbn_state_dict(state_dict)
     except ValueError as e:
-        raise ToolError(f'{path}: {e}') from e
+        raise InputError(f'{path}: {e}') from e
     alphas = sorted({round(state_dict[p + 'alpha'].item(), 8)
                      for p in prefixes})
     record = dict(num_layers=len(prefixes), alpha=alphas)
@@ -88,35 +68,16 @@ def convert(checkpoint, path='IN'):
     return dict(meta=meta, state_dict=folded), record
 
 
-def save_atomic(obj, path):
-    out_dir = osp.dirname(osp.abspath(path))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=out_dir, prefix='.' + osp.basename(path), suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        checkpoint = load(args.input)
-        folded, record = convert(checkpoint, args.input)
-        save_atomic(folded, args.output)
-    except ToolError as e:
-        print(f'psbn2bn.py: error: {e}', file=sys.stderr)
-        return 1
+    checkpoint = load_checkpoint(args.input)
+    folded, record = convert(checkpoint, args.input)
+    with atomic_write(args.output, 'wb') as f:
+        torch.save(folded, f)
     alphas = ', '.join(f'{a:g}' for a in record['alpha'])
     print(f"folded {record['num_layers']} psBN layers (alpha={alphas}) "
           f'into {args.output}')
-    return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_tool(main)

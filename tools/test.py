@@ -6,8 +6,8 @@
 """
 import argparse
 
-from mmdet_psbn.utils.checks import (InputError, check_checkpoint,
-                                     check_data_paths)
+from mmdet_psbn.utils.checks import InputError, check_data_paths
+from mmdet_psbn.utils.io import check_checkpoint
 from mmdet_psbn.utils.tools import build_runner, load_config, run_tool
 from mmdet_psbn.utils.tools import parse_args as parse_common
 

@@ -10,8 +10,8 @@ import argparse
 
 import torch
 
-from mmdet_psbn.utils.checks import (InputError, check_checkpoint,
-                                     check_data_paths)
+from mmdet_psbn.utils.checks import InputError, check_data_paths
+from mmdet_psbn.utils.io import check_checkpoint
 from mmdet_psbn.utils.tools import build_runner, load_config, run_tool
 from mmdet_psbn.utils.tools import parse_args as parse_common
 
@@ -45,7 +45,8 @@ def main(argv=None):
     if args.amp:
         if not torch.cuda.is_available():
             raise InputError('--amp needs CUDA (mmengine\'s AmpOptimWrapper '
-                             'uses torch.cuda.amp); drop --amp on this machine')
+                             'uses torch.cuda.amp); drop --amp on this '
+                             'machine')
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
 

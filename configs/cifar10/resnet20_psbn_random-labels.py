@@ -1,5 +1,3 @@
-# ResNet-20, psBN + ReLU, fitting random labels (paper §3.3); see
-# resnet20_bn_random-labels.py.
-_base_ = './resnet20_psbn_restart9x100.py'
-train_dataloader = dict(
-    dataset=dict(random_labels=True, random_label_seed=0))
+# Moved to projects/psbn_cifar/configs/resnet20_psbn_random-labels.py; kept here so that commands
+# written with this path keep working.
+_base_ = '../../projects/psbn_cifar/configs/resnet20_psbn_random-labels.py'

@@ -1,6 +1,3 @@
-# VGG16-BN, BN + ReLU, 9 rounds x 100 epochs of cosine restarts
-# (paper §3, §5.1).
-_base_ = [
-    '_base_/models/vgg16bn_cifar.py', '_base_/datasets/cifar10_bs128.py',
-    '_base_/schedules/sgd_restart_9x100.py', '_base_/default_runtime.py'
-]
+# Moved to projects/psbn_cifar/configs/vgg16bn_bn_restart9x100.py; kept here so that commands
+# written with this path keep working.
+_base_ = '../../projects/psbn_cifar/configs/vgg16bn_bn_restart9x100.py'

@@ -11,9 +11,9 @@
 # epochs (756 iterations, 94.3 % test top-1 with 1 CPU thread), weight decay
 # 1e-4, BN statistics and parameters trained, residual BNs from gamma=1
 # (zero_init_residual=False, as torchvision's).
-_base_ = ['../cifar10/_base_/datasets/cifar10_bs128.py',
-          '../cifar10/_base_/default_runtime.py']
-custom_imports = dict(imports=['mmdet_psbn', 'mmdet.models'],
+_base_ = ['../../projects/psbn_cifar/configs/_base_/datasets/cifar10_bs128.py',
+          '../../projects/psbn_cifar/configs/_base_/default_runtime.py']
+custom_imports = dict(imports=['psbn_cifar', 'mmdet.models'],
                       allow_failed_imports=False)
 
 data_root = 'data/digits_cifar_demo'

@@ -68,7 +68,15 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
 from mmdet_psbn.models.layers.psbn import (PostShiftedBatchNorm2d,
-                                           PostShiftedSyncBatchNorm)
+                                           PostShiftedSyncBatchNorm,
+                                           bn_state_entries)
+
+__all__ = [
+    'GAMMA_THR', 'PROB_THR', 'ActivationProbe', 'CollapseStats',
+    'attach_flops', 'attach_rectified', 'bn_layers_in_state_dict',
+    'check_thresholds', 'layer_kind', 'measure_model', 'measure_state_dict',
+    'norm_layers', 'stage_of'
+]
 
 GAMMA_THR = 1e-3
 PROB_THR = 1e-3
@@ -311,7 +319,7 @@ class CollapseStats:
             recovered += int((~now & before).sum())
         return dict(entered_dead=entered, recovered=recovered)
 
-    # ------------------------------------------------------------ (de)serialise
+    # ----------------------------------------------------------- (de)serialise
     def state(self) -> dict:
         """What a resumed monitor needs for transitions: plain types and
         tensors only, so ``torch.load(weights_only=True)`` reads it."""
@@ -424,7 +432,9 @@ def _build(names, kinds, alphas, offsets, abs_gamma, shifted_beta, zero_init,
         meta=dict(meta or {}))
 
 
-def _validate_thresholds(gamma_thr: float, prob_thr: float) -> None:
+def check_thresholds(gamma_thr: float, prob_thr: float) -> None:
+    """Raise ``ValueError`` unless ``gamma_thr > 0`` (finite) and
+    ``0 < prob_thr < 1``."""
     if not (isinstance(gamma_thr, (int, float)) and gamma_thr > 0
             and math.isfinite(gamma_thr)):
         raise ValueError(f'gamma_thr must be a positive number, got '
@@ -455,7 +465,7 @@ def measure_model(model: nn.Module,
     The per-channel values are gathered on the parameters' device and
     brought to the host in one copy: one host-device synchronisation.
     """
-    _validate_thresholds(gamma_thr, prob_thr)
+    check_thresholds(gamma_thr, prob_thr)
     layers = norm_layers(model)
     if not layers:
         return _build([], [], [], np.zeros(1, np.int64), [], [], [],
@@ -478,19 +488,15 @@ def measure_model(model: nn.Module,
 def bn_layers_in_state_dict(
         state_dict: Mapping[str, torch.Tensor]) -> List[str]:
     """Prefixes (``'backbone.bn1'``) of the BN-like layers in a state
-    dict: 1-d ``weight`` and ``bias`` beside ``running_mean`` and
+    dict that can be measured: of those
+    :func:`~mmdet_psbn.models.layers.bn_state_entries` finds, the ones with
+    1-d ``weight`` and ``bias`` beside ``running_mean`` and
     ``running_var``."""
-    prefixes = []
-    for key in state_dict:
-        if not key.endswith('.running_mean') and key != 'running_mean':
-            continue
-        prefix = key[:-len('running_mean')].rstrip('.')
-        p = prefix + '.' if prefix else ''
-        w, b = state_dict.get(p + 'weight'), state_dict.get(p + 'bias')
-        if (w is not None and b is not None and p + 'running_var'
-                in state_dict and w.dim() == 1 and b.shape == w.shape):
-            prefixes.append(prefix)
-    return prefixes
+    return [
+        prefix[:-1] for prefix, e in bn_state_entries(state_dict).items()
+        if {'weight', 'bias', 'running_mean', 'running_var'} <= e.keys()
+        and e['weight'].dim() == 1 and e['bias'].shape == e['weight'].shape
+    ]
 
 
 def measure_state_dict(state_dict: Mapping[str, torch.Tensor],
@@ -503,7 +509,7 @@ def measure_state_dict(state_dict: Mapping[str, torch.Tensor],
     ``alpha`` entry is present); ``zero_init_layers`` and ``previous`` as
     for :func:`measure_model`. A state dict does not tell which layers are
     rectified: attach a graph (:func:`attach_flops`) for that."""
-    _validate_thresholds(gamma_thr, prob_thr)
+    check_thresholds(gamma_thr, prob_thr)
     names, kinds, alphas, gammas, betas = [], [], [], [], []
     for prefix in bn_layers_in_state_dict(state_dict):
         p = prefix + '.' if prefix else ''

@@ -48,6 +48,11 @@ from torch.nn.modules.conv import _ConvNd
 
 from .collapse import layer_kind
 
+__all__ = [
+    'CHANNELWISE', 'RECTIFIERS', 'SIGN_PRESERVING', 'ChannelFlops',
+    'ConvCall', 'channel_flops', 'default_forward'
+]
+
 # The rectifiers after which a channel that is never positive is dead.
 RECTIFIERS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU)
 # Modules through which "never positive" stays "never positive".

@@ -10,6 +10,8 @@ global pyplot state or need a display.
   (Fig. 1b in spirit).
 - :func:`plot_history`: collapsed / dead share and FLOPs sparsity over a run
   or a series of checkpoints.
+- :func:`save_figure`: how each is written (any other figure of the
+  project too).
 """
 from statistics import NormalDist
 from typing import Dict, List, Sequence
@@ -19,10 +21,14 @@ from matplotlib.figure import Figure
 
 from .collapse import CollapseStats
 
+__all__ = ['plot_gamma_beta', 'plot_gamma_hist', 'plot_history', 'save_figure']
 
-def _save(fig: Figure, path: str) -> str:
+
+def save_figure(fig: Figure, path: str, dpi: int = 110) -> str:
+    """Lay ``fig`` out tightly and write it to ``path`` (the format from
+    the extension); return ``path``. The one way our figures are saved."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     return path
 
 
@@ -51,7 +57,7 @@ def plot_gamma_hist(stats: Sequence[CollapseStats], labels: Sequence[str],
     ax.set_ylabel('channels')
     ax.set_title('Norm-layer scales')
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_gamma_beta(stats: CollapseStats, label: str, path: str) -> str:
@@ -85,7 +91,7 @@ def plot_gamma_beta(stats: CollapseStats, label: str, path: str) -> str:
     ax.set_ylabel('β + α')
     ax.set_title(f'{label}: BN parameters')
     ax.legend(fontsize=8, loc='upper left')
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_history(history: List[Dict[str, float]], x_key: str, path: str,
@@ -109,4 +115,4 @@ def plot_history(history: List[Dict[str, float]], x_key: str, path: str,
     ax.set_ylabel('%')
     ax.set_title(title)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -19,12 +19,9 @@ the same bytes:
   at least :data:`INK_THR` (the box's outer edges in pixel coordinates,
   ``[x, y, w, h]`` integers). Each annotation also names its source digit
   (``digit_split``, ``digit_index`` into ``load_mnist_digits(split)``).
-- :func:`make_digits_cifar`, a classification set of 32x32 crops drawn the
-  same way (one digit each, on a background of its own), in the CIFAR-10
-  python format, so that :class:`~mmdet_psbn.datasets.CIFAR10` and the
-  CIFAR pipelines read it (label names ``'0'`` .. ``'9'``)::
-
-      <root>/cifar-10-batches-py/data_batch_1..5, test_batch, batches.meta
+- :func:`draw_crop`, one digit on a small background of its own: what
+  ``psbn_cifar.datasets.make_digits_cifar`` writes in the CIFAR-10 python
+  format (the pretraining set of ``make demo``).
 
 Training images use only ``load_mnist_digits('train')``, validation / test
 images only ``load_mnist_digits('test')``: no digit is in both. Both sets
@@ -32,24 +29,21 @@ are written atomically by
 :func:`~mmdet_psbn.datasets.toy_coco.build_data_root` (a manifest with the
 arguments; the same set again is a no-op; a foreign folder is refused).
 """
-import os
-import os.path as osp
-import pickle
 from typing import Dict, List, Tuple
 
 import cv2
 import numpy as np
 
 from .mnist_digits import MNIST_CLASSES, load_mnist_digits
-from .toy_coco import _background, build_data_root, write_coco_json
+from .toy_coco import build_coco_root, draw_background, write_coco_split
 
-__all__ = ['DIGIT_CLASSES', 'INK_THR', 'make_digits_coco',
-           'make_digits_cifar']
+__all__ = [
+    'DIGIT_CLASSES', 'INK_THR', 'check_int', 'draw_canvas', 'draw_crop',
+    'make_digits_coco', 'render_digit'
+]
 
 DIGIT_CLASSES: Tuple[str, ...] = MNIST_CLASSES
 COCO_MANIFEST = 'digits_coco.json'
-CIFAR_MANIFEST = 'digits_cifar.json'
-CIFAR_FOLDER = 'cifar-10-batches-py'
 #: A pixel is ink when the digit's weight there is at least this (0..1).
 INK_THR = 0.25
 # Bump when the drawing changes, so old sets on disk are rebuilt.
@@ -100,7 +94,7 @@ def draw_canvas(rng: np.random.RandomState, digits: np.ndarray,
     """One detection image: ``(img, anns, ink)``, ``img`` uint8 HxWx3,
     ``anns`` COCO annotations without ids, ``ink`` the boolean HxW mask of
     the pixels that are some digit's ink (``>= INK_THR``)."""
-    img = _background(rng, image_size)
+    img = draw_background(rng, image_size)
     ink = np.zeros((image_size, image_size), dtype=bool)
     anns = []
     boxes = []
@@ -136,63 +130,26 @@ def draw_canvas(rng: np.random.RandomState, digits: np.ndarray,
     return img, anns, ink
 
 
-def _write_coco_split(root: str, split: str, source: str, num_images: int,
-                      seed: int, **draw_args) -> None:
-    digits, labels = load_mnist_digits(source)
-    rng = np.random.RandomState(seed)
-    img_dir = osp.join(root, f'{split}2017')
-    os.makedirs(img_dir)
-    images, annotations = [], []
-    for i in range(1, num_images + 1):
-        img, anns, _ = draw_canvas(rng, digits, labels, source, **draw_args)
-        file_name = f'{i:012d}.png'
-        if not cv2.imwrite(osp.join(img_dir, file_name), img):
-            raise OSError(f'could not write {osp.join(img_dir, file_name)}')
-        size = draw_args['image_size']
-        images.append(dict(id=i, file_name=file_name, width=size,
-                           height=size))
-        for ann in anns:
-            ann.update(id=len(annotations) + 1, image_id=i)
-            annotations.append(ann)
-    categories = [
-        dict(id=i + 1, name=name, supercategory='digit')
-        for i, name in enumerate(DIGIT_CLASSES)
-    ]
-    write_coco_json(root, split, images, annotations, categories,
-                    'mmdet-psbn MNIST digits COCO')
-
-
-def _check_int(name: str, value, low: int) -> None:
+def check_int(name: str, value, low: int) -> None:
+    """Raise ``ValueError`` unless ``value`` is an int (not a bool) of at
+    least ``low``; the message names the argument."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f'{name} must be an integer >= {low}, got '
                          f'{value!r}')
 
 
-def make_digits_coco(root: str,
-                     num_train: int = 512,
-                     num_val: int = 128,
-                     image_size: int = 128,
-                     max_objects: int = 4,
-                     min_size: int = 20,
-                     max_size: int = 48,
-                     seed: int = 0,
+def make_digits_coco(root: str, num_train: int = 512, num_val: int = 128,
+                     image_size: int = 128, max_objects: int = 4,
+                     min_size: int = 20, max_size: int = 48, seed: int = 0,
                      force: bool = False) -> Dict:
     """Write the digit detection set under ``root`` (module docstring).
 
-    Args:
-        root (str): The data root to create.
-        num_train (int): Images in ``train2017`` (digits of
-            ``load_mnist_digits('train')``). Defaults to 512.
-        num_val (int): Images in ``val2017`` (digits of
-            ``load_mnist_digits('test')``). Defaults to 128.
-        image_size (int): Side of the square images. Defaults to 128.
-        max_objects (int): At most this many digits per image (at least
-            one). Defaults to 4.
-        min_size (int): Smallest ink height in pixels. Defaults to 20.
-        max_size (int): Largest ink height in pixels. Defaults to 48.
-        seed (int): Seed of the training split; validation uses
-            ``seed + 1``. Defaults to 0.
-        force (bool): Rebuild even if the same set exists.
+    The arguments mean what they mean for
+    :func:`~mmdet_psbn.datasets.toy_coco.make_toy_coco`, with digits for
+    objects: ``min_size`` and ``max_size`` bound the ink height (at most
+    ``image_size // 2``). The ``num_train`` images of ``train2017`` draw on
+    ``load_mnist_digits('train')``, the ``num_val`` of ``val2017`` on
+    ``load_mnist_digits('test')``.
 
     Returns:
         dict: The manifest written to ``root/digits_coco.json``.
@@ -209,29 +166,28 @@ def make_digits_coco(root: str,
                              ('min_size', min_size, 4),
                              ('max_size', max_size, 4),
                              ('seed', seed, 0)):
-        _check_int(name, value, low)
+        check_int(name, value, low)
     if not min_size <= max_size <= image_size // 2:
         raise ValueError('need min_size <= max_size <= image_size // 2, got '
                          f'min_size={min_size}, max_size={max_size}, '
                          f'image_size={image_size}')
-    args = dict(
-        format_version=FORMAT_VERSION,
-        num_train=num_train,
-        num_val=num_val,
-        image_size=image_size,
-        max_objects=max_objects,
-        min_size=min_size,
-        max_size=max_size,
-        seed=seed)
+    args = dict(format_version=FORMAT_VERSION, num_train=num_train,
+                num_val=num_val, image_size=image_size,
+                max_objects=max_objects, min_size=min_size,
+                max_size=max_size, seed=seed)
 
-    def write(tmp):
-        os.makedirs(osp.join(tmp, 'annotations'))
-        common = dict(image_size=image_size, max_objects=max_objects,
-                      min_size=min_size, max_size=max_size)
-        _write_coco_split(tmp, 'train', 'train', num_train, seed, **common)
-        _write_coco_split(tmp, 'val', 'test', num_val, seed + 1, **common)
+    def draw_split(folder, split, num_images, split_seed):
+        # val images are drawn from the test digits only
+        source = dict(train='train', val='test')[split]
+        digits, labels = load_mnist_digits(source)
+        rng = np.random.RandomState(split_seed)
+        write_coco_split(
+            folder, split, num_images, image_size,
+            lambda: draw_canvas(rng, digits, labels, source, image_size,
+                                max_objects, min_size, max_size)[:2],
+            DIGIT_CLASSES, 'digit', 'mmdet-psbn MNIST digits COCO')
 
-    return build_data_root(root, COCO_MANIFEST, args, write,
+    return build_coco_root(root, COCO_MANIFEST, args, draw_split,
                            'digits COCO set', force)
 
 
@@ -239,7 +195,7 @@ def draw_crop(rng: np.random.RandomState, digit: np.ndarray, size: int,
               min_size: int, max_size: int) -> np.ndarray:
     """One classification image: the digit at a random height and place
     on a ``size`` x ``size`` background of its own, uint8 HxWx3."""
-    img = _background(rng, size)
+    img = draw_background(rng, size)
     alpha = render_digit(digit, int(rng.randint(min_size, max_size + 1)))
     alpha = alpha[:, :size]
     h, w = alpha.shape
@@ -247,85 +203,3 @@ def draw_crop(rng: np.random.RandomState, digit: np.ndarray, size: int,
     y = int(rng.randint(0, size - h + 1))
     _paste(img, alpha, x, y, _ink_colour(rng, img[y:y + h, x:x + w]))
     return img
-
-
-def make_digits_cifar(root: str,
-                      num_train: int = 4000,
-                      num_test: int = 1000,
-                      min_size: int = 16,
-                      max_size: int = 28,
-                      seed: int = 0,
-                      force: bool = False) -> Dict:
-    """Write the digit classification set under ``root`` in the CIFAR-10
-    python format (module docstring), for :class:`CIFAR10`.
-
-    The first ``num_train`` digits of ``load_mnist_digits('train')`` (all
-    4,000 by default) make the training batches, the first ``num_test`` of
-    ``load_mnist_digits('test')`` the test batch, each once, in a seeded
-    random order. Images are RGB (CIFAR's channel order).
-
-    Args:
-        root (str): The data root to create (``CIFAR10``'s ``data_root``).
-        num_train (int): Training images, 5 .. 4000. Defaults to 4000.
-        num_test (int): Test images, 1 .. 1000. Defaults to 1000.
-        min_size (int): Smallest ink height. Defaults to 16.
-        max_size (int): Largest ink height, at most 32. Defaults to 28.
-        seed (int): Seed of the training images; the test images use
-            ``seed + 1``. Defaults to 0.
-        force (bool): Rebuild even if the same set exists.
-
-    Returns:
-        dict: The manifest written to ``root/digits_cifar.json``.
-    """
-    for name, value, low in (('num_train', num_train, 5),
-                             ('num_test', num_test, 1),
-                             ('min_size', min_size, 4),
-                             ('max_size', max_size, 4), ('seed', seed, 0)):
-        _check_int(name, value, low)
-    if not min_size <= max_size <= 32:
-        raise ValueError('need min_size <= max_size <= 32, got '
-                         f'min_size={min_size}, max_size={max_size}')
-    train_digits, train_labels = load_mnist_digits('train')
-    test_digits, test_labels = load_mnist_digits('test')
-    if num_train > len(train_digits) or num_test > len(test_digits):
-        raise ValueError(
-            f'num_train must be <= {len(train_digits)} and num_test <= '
-            f'{len(test_digits)}, got {num_train} and {num_test}')
-    args = dict(format_version=FORMAT_VERSION, num_train=num_train,
-                num_test=num_test, min_size=min_size, max_size=max_size,
-                seed=seed)
-
-    def draw(digits, labels, num, seed_):
-        rng = np.random.RandomState(seed_)
-        order = rng.permutation(num)
-        imgs = np.stack([
-            draw_crop(rng, digits[i], 32, min_size, max_size) for i in order
-        ])
-        # cv2's BGR -> CIFAR's rows of R, then G, then B planes.
-        data = imgs[..., ::-1].transpose(0, 3, 1, 2).reshape(num, 3072)
-        return np.ascontiguousarray(data), [int(labels[i]) for i in order]
-
-    def write(tmp):
-        folder = osp.join(tmp, CIFAR_FOLDER)
-        os.makedirs(folder)
-        data, labels = draw(train_digits, train_labels, num_train, seed)
-        parts = np.array_split(np.arange(num_train), 5)
-        for i, idx in enumerate(parts, 1):
-            _dump(osp.join(folder, f'data_batch_{i}'),
-                  {b'batch_label': f'digits batch {i}'.encode(),
-                   b'data': data[idx], b'labels': [labels[j] for j in idx]})
-        data, labels = draw(test_digits, test_labels, num_test, seed + 1)
-        _dump(osp.join(folder, 'test_batch'),
-              {b'batch_label': b'digits test batch', b'data': data,
-               b'labels': labels})
-        _dump(osp.join(folder, 'batches.meta'),
-              {b'label_names': [c.encode() for c in DIGIT_CLASSES],
-               b'num_cases_per_batch': len(parts[0]), b'num_vis': 3072})
-
-    return build_data_root(root, CIFAR_MANIFEST, args, write,
-                           'digits CIFAR set', force)
-
-
-def _dump(path: str, obj: dict) -> None:
-    with open(path, 'wb') as f:
-        pickle.dump(obj, f, protocol=2)

@@ -22,7 +22,10 @@ from typing import Tuple
 
 import numpy as np
 
-__all__ = ['MNIST_CLASSES', 'mnist_csv_path', 'load_mnist_digits']
+__all__ = [
+    'MNIST_CLASSES', 'MNISTDigitsNotFound', 'load_mnist_digits',
+    'mnist_csv_path'
+]
 
 MNIST_CLASSES: Tuple[str, ...] = tuple(str(i) for i in range(10))
 _RELPATH = ('data', 'data', 'mnist_5k.csv.gz')

@@ -20,12 +20,17 @@ at the end, so an interrupted run never leaves a half-written data root.
 import json
 import os
 import os.path as osp
-import shutil
-import tempfile
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
+
+from mmdet_psbn.utils.io import atomic_dir
+
+__all__ = [
+    'TOY_CLASSES', 'build_coco_root', 'build_data_root', 'draw_background',
+    'make_toy_coco', 'write_coco_split'
+]
 
 TOY_CLASSES: Tuple[str, ...] = ('square', 'circle', 'triangle')
 MANIFEST = 'toy_coco.json'
@@ -33,7 +38,7 @@ MANIFEST = 'toy_coco.json'
 FORMAT_VERSION = 1
 
 
-def _background(rng: np.random.RandomState, size: int) -> np.ndarray:
+def draw_background(rng: np.random.RandomState, size: int) -> np.ndarray:
     """A smooth colour gradient plus mild noise, uint8 HxWx3."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
     corners = rng.uniform(40, 215, size=(4, 3)).astype(np.float32)
@@ -62,7 +67,7 @@ def _polygon(rng: np.random.RandomState, label: int, cx: float, cy: float,
 
 def _draw_image(rng: np.random.RandomState, size: int, max_objects: int,
                 min_size: int, max_size: int):
-    img = _background(rng, size)
+    img = draw_background(rng, size)
     anns = []
     boxes = []
     for _ in range(rng.randint(1, max_objects + 1)):
@@ -86,7 +91,8 @@ def _draw_image(rng: np.random.RandomState, size: int, max_objects: int,
                      lineType=cv2.LINE_AA)
         # Shoelace formula: the polygon's area, as COCO's ``area`` field.
         px, py = poly[:, 0], poly[:, 1]
-        area = 0.5 * abs(np.dot(px, np.roll(py, 1)) - np.dot(py, np.roll(px, 1)))
+        area = 0.5 * abs(
+            np.dot(px, np.roll(py, 1)) - np.dot(py, np.roll(px, 1)))
         anns.append(
             dict(
                 category_id=label + 1,
@@ -97,37 +103,39 @@ def _draw_image(rng: np.random.RandomState, size: int, max_objects: int,
     return img, anns
 
 
-def _write_split(root: str, split: str, num_images: int, seed: int,
-                 image_size: int, max_objects: int, min_size: int,
-                 max_size: int) -> None:
-    rng = np.random.RandomState(seed)
+def write_coco_split(root: str, split: str, num_images: int,
+                     image_size: int,
+                     draw: Callable[[], Tuple[np.ndarray, List[dict]]],
+                     classes: Sequence[str], supercategory: str,
+                     description: str) -> None:
+    """Write one split of a generated COCO-format set.
+
+    ``<root>/<split>2017/000000000001.png ...`` (``num_images`` square
+    images of side ``image_size``, each from one call of ``draw``, which
+    returns the image and its annotations without ids) and
+    ``<root>/annotations/instances_<split>2017.json``; category ``i + 1``
+    is ``classes[i]``.
+
+    Raises:
+        OSError: an image could not be written.
+    """
     img_dir = osp.join(root, f'{split}2017')
     os.makedirs(img_dir)
     images, annotations = [], []
     for i in range(1, num_images + 1):
-        img, anns = _draw_image(rng, image_size, max_objects, min_size,
-                                max_size)
+        img, anns = draw()
         file_name = f'{i:012d}.png'
         if not cv2.imwrite(osp.join(img_dir, file_name), img):
             raise OSError(f'could not write {osp.join(img_dir, file_name)}')
-        images.append(
-            dict(id=i, file_name=file_name, width=image_size,
-                 height=image_size))
+        images.append(dict(id=i, file_name=file_name, width=image_size,
+                           height=image_size))
         for ann in anns:
             ann.update(id=len(annotations) + 1, image_id=i)
             annotations.append(ann)
     categories = [
-        dict(id=i + 1, name=name, supercategory='shape')
-        for i, name in enumerate(TOY_CLASSES)
+        dict(id=i + 1, name=name, supercategory=supercategory)
+        for i, name in enumerate(classes)
     ]
-    write_coco_json(root, split, images, annotations, categories,
-                    'mmdet-psbn toy COCO')
-
-
-def write_coco_json(root: str, split: str, images: List[dict],
-                    annotations: List[dict], categories: List[dict],
-                    description: str) -> None:
-    """Write ``<root>/annotations/instances_<split>2017.json``."""
     with open(osp.join(root, 'annotations', f'instances_{split}2017.json'),
               'w') as f:
         json.dump(
@@ -151,8 +159,9 @@ def build_data_root(root: str, manifest: str, args: Dict,
       never overwritten;
     - otherwise ``write(tmp)`` fills a temporary folder beside ``root``,
       the manifest is added, and the folder replaces ``root`` with one
-      ``os.replace``; on any error (``KeyboardInterrupt`` too) the temporary
-      folder is removed, so no half-written data root is ever left.
+      ``os.replace`` (:func:`mmdet_psbn.utils.io.atomic_dir`); on any
+      error (``KeyboardInterrupt`` too) the temporary folder is removed,
+      so no half-written data root is ever left.
 
     Args:
         root (str): The data root.
@@ -179,30 +188,32 @@ def build_data_root(root: str, manifest: str, args: Dict,
         raise FileExistsError(
             f'{root} exists and is not a {kind} made by this tool; '
             'choose another folder or remove it')
-    parent = osp.dirname(root)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f'.{osp.basename(root)}-', dir=parent)
-    try:
+    with atomic_dir(root) as tmp:
         write(tmp)
         with open(osp.join(tmp, manifest), 'w') as f:
             json.dump(args, f, indent=1)
-        if osp.exists(root):
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return args
 
 
-def make_toy_coco(root: str,
-                  num_train: int = 64,
-                  num_val: int = 16,
-                  image_size: int = 128,
-                  max_objects: int = 3,
-                  min_size: int = 20,
-                  max_size: int = 56,
-                  seed: int = 0,
+def build_coco_root(root: str, manifest: str, args: Dict,
+                    draw_split: Callable[[str, str, int, int], None],
+                    kind: str, force: bool = False) -> Dict:
+    """:func:`build_data_root` for a COCO-format set of a ``train`` and a
+    ``val`` split: ``draw_split(folder, split, num_images, seed)`` writes
+    each (``args['num_train']`` images seeded ``args['seed']``,
+    ``args['num_val']`` seeded ``args['seed'] + 1``)."""
+
+    def write(tmp):
+        os.makedirs(osp.join(tmp, 'annotations'))
+        draw_split(tmp, 'train', args['num_train'], args['seed'])
+        draw_split(tmp, 'val', args['num_val'], args['seed'] + 1)
+
+    return build_data_root(root, manifest, args, write, kind, force)
+
+
+def make_toy_coco(root: str, num_train: int = 64, num_val: int = 16,
+                  image_size: int = 128, max_objects: int = 3,
+                  min_size: int = 20, max_size: int = 56, seed: int = 0,
                   force: bool = False) -> Dict:
     """Write the toy set under ``root`` (see the module docstring).
 
@@ -222,15 +233,10 @@ def make_toy_coco(root: str,
     Returns:
         dict: The manifest written to ``root/toy_coco.json``.
     """
-    args = dict(
-        format_version=FORMAT_VERSION,
-        num_train=num_train,
-        num_val=num_val,
-        image_size=image_size,
-        max_objects=max_objects,
-        min_size=min_size,
-        max_size=max_size,
-        seed=seed)
+    args = dict(format_version=FORMAT_VERSION, num_train=num_train,
+                num_val=num_val, image_size=image_size,
+                max_objects=max_objects, min_size=min_size,
+                max_size=max_size, seed=seed)
     if num_train < 1 or num_val < 1:
         raise ValueError('num_train and num_val must be >= 1, got '
                          f'{num_train} and {num_val}')
@@ -238,12 +244,13 @@ def make_toy_coco(root: str,
         raise ValueError('need 0 < min_size <= max_size < image_size, got '
                          f'{min_size}, {max_size}, {image_size}')
 
-    def write(tmp):
-        os.makedirs(osp.join(tmp, 'annotations'))
-        common = dict(image_size=image_size, max_objects=max_objects,
-                      min_size=min_size, max_size=max_size)
-        _write_split(tmp, 'train', num_train, seed, **common)
-        _write_split(tmp, 'val', num_val, seed + 1, **common)
+    def draw_split(folder, split, num_images, split_seed):
+        rng = np.random.RandomState(split_seed)
+        write_coco_split(
+            folder, split, num_images, image_size,
+            lambda: _draw_image(rng, image_size, max_objects, min_size,
+                                max_size), TOY_CLASSES, 'shape',
+            'mmdet-psbn toy COCO')
 
-    return build_data_root(root, MANIFEST, args, write, 'toy COCO set',
+    return build_coco_root(root, MANIFEST, args, draw_split, 'toy COCO set',
                            force)

@@ -1,3 +1,2 @@
 # Copyright (c) mmdet-psbn contributors. All rights reserved.
-from . import layers  # noqa: F401
-from . import backbones, classifiers  # noqa: F401  CIFAR models
+from . import layers  # noqa: F401  registers psBN, psSyncBN

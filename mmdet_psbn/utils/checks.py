@@ -1,16 +1,28 @@
 # Copyright (c) mmdet-psbn contributors. All rights reserved.
-"""Checks of user input that run before anything is built or written.
+"""Checks of user input that run before anything is built or written, and
+:class:`InputError`, the one error type of the tools.
 
-``tools/train.py`` and ``tools/test.py`` call these before the Runner
-exists, so a wrong path fails in a second with a message that names the
-problem and the fix, and no work directory is created. Each raises
-:class:`InputError`; the tools print its message and exit with status 2.
+The tools call these before the Runner exists, so a wrong path fails in a
+second with a message that names the problem and the fix, and no work
+directory is created. Each raises :class:`InputError`.
+
+The rule for every tool under ``tools/``: a user error is an
+:class:`InputError`, which :func:`mmdet_psbn.utils.tools.run_tool` prints as
+``<prog>: error: <message>`` on stderr before exiting with status 2, the
+shape and status of argparse's own usage errors. The documented errors of
+the library code a tool calls (a dataset maker's ``ValueError``, a missing
+``mlxtend``) are turned into it by the tool
+(:func:`mmdet_psbn.utils.tools.user_errors`); the library itself raises its
+own types.
 """
 import difflib
 import os.path as osp
 from typing import Iterable, Iterator, Optional, Tuple
 
-import torch
+__all__ = [
+    'InputError', 'check_cfg_options', 'check_config_path',
+    'check_data_paths'
+]
 
 TOY_HINT = ('make the toy set with `python tools/misc/make_toy_coco.py '
             '{root}`')
@@ -23,6 +35,7 @@ class InputError(ValueError):
 
 
 def check_config_path(path: str) -> str:
+    """Return ``path``; raise :class:`InputError` if it is not a file."""
     if not osp.isfile(path):
         raise InputError(f'config file {path!r} does not exist')
     return path
@@ -82,14 +95,20 @@ def _missing_data_paths(cfg, dataloaders: Iterable[str],
             continue
         for ds in _dataset_cfgs(loader.get('dataset')):
             root = ds.get('data_root') or ''
+            check = getattr(_dataset_class(ds, cfg), 'missing_data', None)
+            if root and '://' not in root and callable(check):
+                message = check(root, bool(ds.get('test_mode', False)))
+                if message:
+                    yield f'{name}.dataset.data_root', root, root, message
+                continue
             if root and not osp.isdir(root):
-                yield f'{name}.dataset.data_root', root, root, ds
+                yield f'{name}.dataset.data_root', root, root, None
                 continue
             ann = ds.get('ann_file') or ''
             if ann:
                 path = osp.join(root, ann)
                 if not osp.isfile(path):
-                    yield f'{name}.dataset.ann_file', path, root or '.', ds
+                    yield f'{name}.dataset.ann_file', path, root or '.', None
     for name in evaluators:
         evals = cfg.get(name)
         for ev in evals if isinstance(evals, (list, tuple)) else [evals]:
@@ -107,57 +126,35 @@ def check_data_paths(cfg,
     """Raise :class:`InputError` if a data root or annotation file that the
     config names does not exist (local paths only).
 
-    The message says how to get the data: a dataset class may supply that
-    with a classmethod ``missing_data_hint(data_root) -> str`` (CIFAR10
-    does); otherwise it is the COCO / toy COCO hint.
+    A dataset class may check its own root: a classmethod
+    ``missing_data(data_root, test_mode) -> Optional[str]`` returns what is
+    missing and where the data goes (``psbn_cifar``'s CIFAR10 has one);
+    for the others the root and annotation files must exist, and the
+    message gives the COCO / toy COCO hint.
     """
-    for where, path, root, ds in _missing_data_paths(cfg, dataloaders,
-                                                     evaluators):
+    for where, path, root, message in _missing_data_paths(
+            cfg, dataloaders, evaluators):
         if '://' in path:  # a remote backend: its own errors apply
             continue
-        hint = _dataset_hint(ds, root)
-        if hint is None:
-            hint = ('For the toy data, ' + TOY_HINT.format(root=root) +
-                    '; ' + COCO_HINT)
-        raise InputError(
-            f'{where} = {path!r} does not exist. {hint}. Point the config '
-            'elsewhere with e.g. --cfg-options '
-            f'{where.split(".")[0]}.dataset.data_root=/path/to/data/')
+        fix = (f'Point the config elsewhere with e.g. --cfg-options '
+               f'{where.split(".")[0]}.dataset.data_root=/path/to/data/')
+        if message is None:
+            message = ('does not exist. For the toy data, ' +
+                       TOY_HINT.format(root=root) + '; ' + COCO_HINT)
+        else:
+            message = f'is incomplete: {message}'
+        raise InputError(f'{where} = {path!r} {message}. {fix}')
 
 
-def _dataset_hint(ds, root: str) -> Optional[str]:
-    if not ds:
-        return None
-    from mmengine.registry import DATASETS
+def _dataset_class(ds: dict, cfg) -> Optional[type]:
+    """The class ``ds['type']`` names, looked up in the config's scope."""
     cls = ds.get('type')
-    if isinstance(cls, str):
-        cls = DATASETS.get(cls)  # root registry: our datasets only
-    hint = getattr(cls, 'missing_data_hint', None)
-    return hint(root) if callable(hint) else None
-
-
-def check_checkpoint(path: str) -> None:
-    """Raise :class:`InputError` unless ``path`` is a checkpoint that
-    ``torch.load`` can read with safe loading.
-
-    The tensors are memory-mapped rather than read, so this is cheap even
-    for large files; it still catches truncated and corrupt files.
-    """
-    if not osp.isfile(path):
-        raise InputError(f'checkpoint {path!r} does not exist')
+    if not isinstance(cls, str):
+        return cls if isinstance(cls, type) else None
+    from mmengine.registry import DATASETS
+    scope = cfg.get('default_scope') if hasattr(cfg, 'get') else None
     try:
-        try:
-            torch.load(path, map_location='cpu', weights_only=True, mmap=True)
-        except RuntimeError as e:
-            if 'mmap' not in str(e):
-                raise
-            # A legacy (non-zip) file cannot be memory-mapped.
-            torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # torch raises many types for a bad file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ''
-        raise InputError(
-            f'checkpoint {path!r} cannot be read ({type(e).__name__}: '
-            f'{first}). It may be truncated or corrupt, e.g. by a run '
-            'killed while saving: pass another checkpoint, or delete it '
-            '(and the work dir\'s last_checkpoint file if it names it)'
-        ) from None
+        with DATASETS.switch_scope_and_registry(scope) as registry:
+            return registry.get(cls)
+    except Exception:  # an unknown scope or name: the build will say so
+        return None

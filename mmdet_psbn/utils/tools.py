@@ -1,20 +1,30 @@
 # Copyright (c) mmdet-psbn contributors. All rights reserved.
-"""What ``tools/train.py`` and ``tools/test.py`` share.
+"""What the tools share.
 
-The scripts follow mmdet 3.x's ``tools/train.py`` and ``tools/test.py``;
-the difference is that every user input is checked before the Runner is
-built (see :mod:`mmdet_psbn.utils.checks`), and that a ``--launcher
-pytorch`` run also works without CUDA (see :mod:`mmdet_psbn.compat`).
+``tools/train.py`` and ``tools/test.py`` follow mmdet 3.x's; the difference
+is that every user input is checked before the Runner is built (see
+:mod:`mmdet_psbn.utils.checks`), and that a ``--launcher pytorch`` run also
+works without CUDA (see :mod:`mmdet_psbn.compat`). Every tool reports a
+user error the one way of :func:`run_tool`.
 """
 import argparse
 import os
 import os.path as osp
 import sys
-from typing import Callable, Optional
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional, Type
 
 from mmengine.config import Config, DictAction
 
 from .checks import InputError, check_cfg_options, check_config_path
+
+__all__ = [
+    'EXIT_INPUT_ERROR', 'add_common_args', 'build_runner', 'load_config',
+    'parse_args', 'run_tool', 'user_errors'
+]
+
+#: The exit status of every tool on bad input (argparse's, too).
+EXIT_INPUT_ERROR = 2
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -89,13 +99,37 @@ def build_runner(cfg: Config):
     return runner
 
 
-def run_tool(main: Callable[[Optional[list]], None],
-             argv: Optional[list] = None) -> None:
-    """Run ``main``; an :class:`InputError` ends it with its message and
-    exit status 2 instead of a traceback."""
+def run_tool(main: Callable[[Optional[list]], Any],
+             argv: Optional[list] = None,
+             prog: Optional[str] = None) -> None:
+    """Run a tool's ``main(argv)``; an :class:`InputError` ends it with
+    ``<prog>: error: <message>`` on stderr and exit status 2 instead of a
+    traceback (the shape and status of argparse's usage errors).
+
+    Args:
+        main (callable): The tool's ``main``; what it returns is ignored.
+        argv (list, optional): The arguments; None reads ``sys.argv``.
+        prog (str, optional): The name in the message. Defaults to the
+            script's file name (argparse's default ``prog``).
+    """
     try:
         main(argv)
     except InputError as e:
-        prog = osp.basename(sys.argv[0]) or 'mmdet_psbn'
+        prog = prog or osp.basename(sys.argv[0]) or 'mmdet_psbn'
         print(f'{prog}: error: {e}', file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_INPUT_ERROR)
+
+
+@contextmanager
+def user_errors(*types: Type[BaseException]) -> Iterator[None]:
+    """Turn the errors a tool knows to be the user's into
+    :class:`InputError`, message unchanged.
+
+    A tool wraps the library calls whose documented errors are about its
+    input, e.g. ``with user_errors(ValueError, FileExistsError):
+    make_toy_coco(...)``; anything else still ends in a traceback.
+    """
+    try:
+        yield
+    except types as e:
+        raise InputError(str(e)) from e

@@ -95,7 +95,7 @@ def test_resnet_rectified_channel_counts():
     which 18,944 (71 %) feed an addition; CIFAR ResNet-20 688 and 336."""
     from mmdet.models.backbones import ResNet
 
-    from mmdet_psbn.models.backbones import CIFARResNet
+    from psbn_cifar.models import CIFARResNet
     for net, size, total, not_rect in (
             (ResNet(50), 64, 26560, 18944),
             (CIFARResNet(20), 16, 688, 336)):

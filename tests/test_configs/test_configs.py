@@ -21,8 +21,9 @@ ALL_CONFIGS = sorted(
     osp.relpath(p, REPO)
     for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'),
                        recursive=True))
-# The detection configs (mmdet scope); configs/cifar10 has its own tests in
-# tests/test_cifar, configs/demo (make demo) in tests/test_tools/test_demo.py.
+# The detection configs (mmdet scope); configs/cifar10 (forwarding to
+# projects/psbn_cifar/configs) has its own tests in projects/psbn_cifar/tests,
+# configs/demo (make demo) in tests/test_tools/test_demo.py.
 CONFIGS = [p for p in ALL_CONFIGS
            if not p.startswith(('configs/cifar10/', 'configs/demo/'))]
 MMDET_BASE = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
@@ -88,7 +89,8 @@ def config_diff(a, b):
 
 def test_the_retinanet_configs_are_all_found():
     assert set(RETINANET) <= set(CONFIGS), CONFIGS
-    # Nothing outside configs/cifar10 escapes the build test below.
+    # Nothing outside configs/cifar10 and configs/demo escapes the build test
+    # below.
     assert all(p.startswith(('configs/retinanet_', 'configs/toy/'))
                for p in CONFIGS), CONFIGS
 
@@ -269,8 +271,8 @@ def test_imagenet_weights_load_without_download(fake_resnet50, how,
     computes the very same backbone function."""
     torch_home, path, sd = fake_resnet50
     if how == 'hub_cache':
-        # $TORCH_HOME/hub/checkpoints/resnet50-0676ba61.pth, as the README
-        # says; any network access would fail the test (no such file there).
+        # $TORCH_HOME/hub/checkpoints/resnet50-0676ba61.pth, as
+        # docs/usage.md says; any network access would fail the test (no such file there).
         monkeypatch.setenv('TORCH_HOME', str(torch_home))
         monkeypatch.setattr(torch.hub, '_hub_dir', None, raising=False)
         monkeypatch.setattr(

@@ -116,3 +116,25 @@ def test_psbn_config_trains_on_two_processes_and_evaluates(toy_coco,
     assert [r['iter'] for r in report['history']][-1] == 3
     assert {'gamma_hist.png', 'gamma_beta.png', 'history.png'} <= {
         p.name for p in (work_dir / 'collapse').iterdir()}
+
+
+def test_upstream_mmdet_train_tool_trains_the_psbn_config(toy_coco,
+                                                          tmp_path):
+    """mmdet's own tools/train.py (as installed: mmdet/.mim/tools), run
+    from a folder outside this repository, builds psBN from the config's
+    ``custom_imports`` alone and trains it."""
+    import mmdet
+    train = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools',
+                     'train.py')
+    assert osp.isfile(train), train
+    cfg = write_toy_config(
+        tmp_path / 'psbn_toy.py', toy_coco, base=PSBN_CONFIG,
+        extra=iter_schedule(2) + TOY_OVERRIDES)
+    work_dir = tmp_path / 'work'
+    proc = run_tool([train, cfg, '--work-dir', str(work_dir)],
+                    cwd=str(tmp_path), env=dict(PYTHONPATH=''))
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    sd = torch.load(work_dir / 'iter_2.pth', map_location='cpu')['state_dict']
+    alphas = [k for k in sd if k.endswith('.alpha')]
+    assert len(alphas) == 53
+    assert (work_dir / 'collapse' / 'report.json').is_file()

@@ -54,9 +54,8 @@ def _resnet(depth, norm_cfg, **kwargs):
 
 
 def _cifar_resnet(norm_cfg, **kwargs):
-    from mmengine.registry import MODELS
-    return MODELS.build(
-        dict(type='CIFARResNet', depth=8, norm_cfg=norm_cfg, **kwargs))
+    from psbn_cifar.models import CIFARResNet
+    return CIFARResNet(depth=8, norm_cfg=norm_cfg, **kwargs)
 
 
 # --- init rules --------------------------------------------------------------

@@ -1,16 +1,25 @@
 # Copyright (c) mmdet-psbn contributors. All rights reserved.
 """The upstream routes that rebuild or read BN layers, each shown dropping
-alpha unpatched (``wrapper.__wrapped__``), then keeping it.
+alpha unpatched (``wrapper.__wrapped__``), then keeping it; and the table
+``upstream.PATCHES`` of the places patched, checked against what upstream
+imports where.
 
 If a ``*_upstream_drops_alpha`` assertion starts failing after an upgrade,
 upstream handles subclasses now: remove that wrapper from
-``mmdet_psbn/models/layers/upstream.py``.
+``mmdet_psbn/models/layers/upstream.py``. If
+``test_no_module_holds_an_original`` fails, upstream binds a patched function
+at a new place: add it to that patch's ``also_at``.
 """
+import ast
 import copy
 import importlib
+import json
+import os.path as osp
 import subprocess
 import sys
 import textwrap
+import types
+import warnings
 
 import pytest
 import torch
@@ -23,6 +32,7 @@ from mmengine.model.utils import _BatchNormXd
 from mmdet_psbn.models.layers import (PostShiftedBatchNorm2d,
                                       PostShiftedSyncBatchNorm, is_psbn,
                                       upstream)
+from ..conftest import REPO
 from .psbn_helpers import TinyNet, randomize_bn, tiny_input
 
 ALPHA = 0.05
@@ -50,8 +60,11 @@ def _eval_out(model, x):
 
 
 def _types(model):
-    return {name: type(m) for name, m in model.named_modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    return {
+        name: type(m)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    }
 
 
 def _assert_ps_kept(model, cls, expected, x):
@@ -109,8 +122,7 @@ def test_mmengine_converters_upstream_drop_alpha(monkeypatch):
     revert = mmengine_model_utils.revert_sync_batchnorm.__wrapped__
     monkeypatch.setattr(mmengine_model_utils, 'convert_sync_batchnorm',
                         convert)
-    monkeypatch.setattr(mmengine_model_utils, 'revert_sync_batchnorm',
-                        revert)
+    monkeypatch.setattr(mmengine_model_utils, 'revert_sync_batchnorm', revert)
     out = convert(_mixed_net(), 'torch')
     assert type(out.bn1) is nn.SyncBatchNorm
     out = revert(_mixed_net(_ps_sync))
@@ -200,7 +212,9 @@ def test_modules_imported_before_the_plugin_are_rebound():
         print('ok')
     """)
     res = subprocess.run([sys.executable, '-c', code],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True,
+                         text=True,
+                         timeout=300)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == 'ok'
 
@@ -247,6 +261,254 @@ def test_install_is_idempotent():
     assert after == before
     for func in after:  # one layer of wrapping: the original is not ours
         assert not getattr(func.__wrapped__, upstream._MARK, False)
+
+
+def test_install_is_idempotent_for_every_place_in_the_table():
+    before = _table_state()
+    upstream.install_upstream_patches()
+    importlib.reload(upstream).install_upstream_patches()
+    assert _table_state() == before
+
+
+# --- the table: every place named, every place checked -----------------------
+#: Imported by the completeness sweep before and after the plugin: the
+#: runtime entry points of users (Runner and strategies, init_detector,
+#: ConvModule, eager fusion, fx fusion), and every place in the table.
+_SWEEP_ROOTS = ('mmengine.runner', 'mmengine._strategy', 'mmdet.apis',
+                'mmcv.cnn', 'torch.ao.quantization', 'torch.quantization',
+                'torch.fx.experimental.optimization')
+
+
+def _import_if_installed(name):
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if err.name != name.split('.')[0]:
+            raise
+        return None
+
+
+def _places(patch):
+    """``(module name, module)`` of every imported place of ``patch``."""
+    names = (patch.target, *patch.also_at)
+    return [(n, sys.modules[n]) for n in names if n in sys.modules]
+
+
+def _table_state():
+    """What every place of the table holds now."""
+    state = {}
+    for patch in upstream.PATCHES:
+        state[patch.label] = upstream._current_function(patch)
+        for name, module in _places(patch)[1:]:
+            state[f'{name}.{patch.name}'] = getattr(module, patch.name)
+    return state
+
+
+def test_every_place_in_the_table_holds_the_wrapper():
+    for name in {n for p in upstream.PATCHES for n in (p.target, *p.also_at)}:
+        _import_if_installed(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', upstream.UpstreamPatchWarning)
+        upstream.install_upstream_patches()
+    for patch in upstream.PATCHES:
+        wrapper = upstream._current_function(patch)
+        assert getattr(wrapper, upstream._MARK, False), patch.label
+        assert not getattr(wrapper.__wrapped__, upstream._MARK, False)
+        for name, module in _places(patch)[1:]:
+            assert getattr(module, patch.name) is wrapper, (patch.label, name)
+
+
+_SWEEP = """
+import importlib, json, sys, warnings
+
+
+def imp(name):
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if err.name != name.split('.')[0]:
+            raise
+
+
+def import_plugin():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        import mmdet_psbn  # noqa: F401
+    return [str(w.message) for w in caught
+            if w.category.__name__ == 'UpstreamPatchWarning']
+
+
+order, roots = sys.argv[1], json.loads(sys.argv[2])
+if order == 'after':
+    warned = import_plugin()
+for name in roots:
+    imp(name)
+if order == 'before':
+    warned = import_plugin()
+from mmdet_psbn.models.layers import upstream
+not_wrapped, originals = [], []
+for patch in upstream.PATCHES:
+    wrapper = upstream._current_function(patch)
+    if wrapper is None or not hasattr(wrapper, '__wrapped__'):
+        not_wrapped.append(patch.label)
+        continue
+    for name in patch.also_at:
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, patch.name) is not wrapper:
+            not_wrapped.append(f'{name}.{patch.name}')
+    for name, module in list(sys.modules.items()):
+        namespace = getattr(module, '__dict__', None)
+        if not isinstance(namespace, dict):
+            continue
+        for attr, value in list(namespace.items()):
+            if value is wrapper.__wrapped__:
+                originals.append(f'{name}.{attr} ({patch.label})')
+print(json.dumps(dict(warned=warned, not_wrapped=not_wrapped,
+                      originals=originals)))
+"""
+
+
+@pytest.mark.parametrize('order', ['before', 'after'])
+def test_no_module_holds_an_original(order):
+    """The sweep the package does not do: a fresh process imports the
+    runtime entry points and every place of the table ``before`` or
+    ``after`` the plugin, and looks through every module for a patched
+    function's original. One found is an import site missing from the
+    table."""
+    places = sorted({n for p in upstream.PATCHES for n in p.also_at})
+    res = subprocess.run([
+        sys.executable, '-c', _SWEEP, order,
+        json.dumps([*_SWEEP_ROOTS, *places])
+    ],
+                         capture_output=True,
+                         text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    found = json.loads(res.stdout.strip().splitlines()[-1])
+    assert found == dict(warned=[], not_wrapped=[], originals=[])
+
+
+def test_every_patch_names_its_upstream_test():
+    here = osp.dirname(osp.abspath(__file__))
+    for patch in upstream.PATCHES:
+        path, func = patch.test.split('::')
+        with open(osp.join(here, path)) as f:
+            tree = ast.parse(f.read())
+        names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+        assert func in names, patch.label
+        assert '_upstream_' in func, patch.test
+
+
+def test_docs_list_every_patch_and_place():
+    """docs/upstream.md is the table for readers: it names every patched
+    function, every place, and the test that says when to remove it."""
+    with open(osp.join(REPO, 'docs', 'upstream.md')) as f:
+        text = f.read()
+    for patch in upstream.PATCHES:
+        for word in (patch.target, patch.name, *patch.also_at,
+                     patch.test.split('::')[1]):
+            assert f'`{word}`' in text, (patch.label, word)
+    for word in ('register_safe_globals', 'MMENGINE_CHECKPOINT_GLOBALS',
+                 'setup_cpu_distributed'):
+        assert word in text
+
+
+# --- installing: what a changed upstream gets --------------------------------
+def _fake_modules(monkeypatch):
+    """A fake upstream package: a function, a classmethod, and users."""
+
+    def func(x):
+        return ('original', x)
+
+    class Owner:
+
+        @classmethod
+        def method(cls, x):
+            return ('original method', x)
+
+    defining = types.ModuleType('psbn_fake.defining')
+    defining.func, defining.Owner = func, Owner
+    user = types.ModuleType('psbn_fake.user')
+    user.func = func
+    changed = types.ModuleType('psbn_fake.changed')
+    changed.func = lambda x: ('changed', x)
+    gone = types.ModuleType('psbn_fake.gone')
+    package = types.ModuleType('psbn_fake')
+    package.__path__ = []  # a package: psbn_fake.<other> is not found
+    for module in (package, defining, user, changed, gone):
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+    return defining, user, changed, gone
+
+
+def _fake_patch(name='func', also_at=(), target='psbn_fake.defining'):
+
+    def make(original):
+
+        def wrapper(*args):
+            return ('wrapped', original(*args))
+
+        return wrapper
+
+    return upstream.Patch(target, name, make, also_at, why='', test='')
+
+
+def test_install_rebinds_only_the_named_places(monkeypatch):
+    defining, user, changed, _ = _fake_modules(monkeypatch)
+    other = types.ModuleType('psbn_fake.other')  # holds it, not named
+    other.func = defining.func
+    monkeypatch.setitem(sys.modules, other.__name__, other)
+    original = defining.func
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', upstream.UpstreamPatchWarning)
+        wrapper = upstream._install(_fake_patch(also_at=('psbn_fake.user', )))
+    assert defining.func is wrapper and user.func is wrapper
+    assert wrapper.__wrapped__ is original and wrapper(1) == ('wrapped',
+                                                              ('original', 1))
+    assert other.func is original  # no sweep
+    # Idempotent; a place not imported yet is left to bind it later.
+    again = upstream._install(
+        _fake_patch(also_at=('psbn_fake.user', 'psbn_fake.not_imported')))
+    assert again is wrapper and defining.func is wrapper
+    assert 'psbn_fake.not_imported' not in sys.modules
+
+
+def test_install_wraps_a_classmethod(monkeypatch):
+    defining = _fake_modules(monkeypatch)[0]
+    wrapper = upstream._install(_fake_patch('Owner.method'))
+    assert isinstance(vars(defining.Owner)['method'], classmethod)
+    assert defining.Owner.method(2) == ('wrapped', ('original method', 2))
+    assert upstream._install(_fake_patch('Owner.method')) is wrapper
+
+
+def test_install_warns_about_a_changed_place(monkeypatch):
+    defining, _, changed, gone = _fake_modules(monkeypatch)
+    kept = changed.func
+    with pytest.warns(upstream.UpstreamPatchWarning) as record:
+        upstream._install(
+            _fake_patch(also_at=('psbn_fake.changed', 'psbn_fake.gone')))
+    messages = [str(w.message) for w in record]
+    assert len(messages) == 2
+    assert 'psbn_fake.changed.func is neither the original nor the ' \
+        'wrapper, so the patch of psbn_fake.defining.func' in messages[0]
+    assert 'psbn_fake.gone has no func' in messages[1]
+    assert changed.func is kept and not hasattr(gone, 'func')
+    with pytest.warns(
+            upstream.UpstreamPatchWarning,
+            match=r'psbn_fake\.defining\.nothing does not exist'):
+        assert upstream._install(_fake_patch('nothing')) is None
+
+
+def test_install_skips_a_package_not_installed(monkeypatch):
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', upstream.UpstreamPatchWarning)
+        assert upstream._install(
+            _fake_patch(target='psbn_no_such_package.module')) is None
+    # A package that is there but lost the module: upstream changed.
+    _fake_modules(monkeypatch)
+    with pytest.warns(
+            upstream.UpstreamPatchWarning,
+            match=r'psbn_fake\.moved cannot be imported'):
+        assert upstream._install(_fake_patch(target='psbn_fake.moved')) is None
 
 
 # --- paths that read bn.bias -------------------------------------------------
@@ -313,8 +575,13 @@ def test_mmcv_conv_module_efficient_path_keeps_alpha():
     from mmcv.cnn.bricks import conv_module
     x = tiny_input()
     module = ConvModule(
-        3, 4, 3, padding=1, norm_cfg=dict(type='psBN', alpha=ALPHA),
-        act_cfg=None, efficient_conv_bn_eval=True)
+        3,
+        4,
+        3,
+        padding=1,
+        norm_cfg=dict(type='psBN', alpha=ALPHA),
+        act_cfg=None,
+        efficient_conv_bn_eval=True)
     randomize_bn(module).eval()
     assert module.norm_name == 'bn'
     assert module.efficient_conv_bn_eval_forward is \
@@ -323,23 +590,46 @@ def test_mmcv_conv_module_efficient_path_keeps_alpha():
     module.turn_on_efficient_conv_bn_eval(False)
     plain = _eval_out(module, x)
     torch.testing.assert_close(efficient, plain)
+
+
+def test_mmcv_conv_module_efficient_upstream_drops_alpha():
+    from mmcv.cnn import ConvModule
+    from mmcv.cnn.bricks import conv_module
+    x = tiny_input()
+    module = ConvModule(
+        3,
+        4,
+        3,
+        padding=1,
+        norm_cfg=dict(type='psBN', alpha=ALPHA),
+        act_cfg=None,
+        efficient_conv_bn_eval=True)
+    randomize_bn(module).eval()
+    module.turn_on_efficient_conv_bn_eval(False)
+    plain = _eval_out(module, x)
+    module.turn_on_efficient_conv_bn_eval(True)
     # Upstream's function, bound the way ConvModule binds it: no alpha.
     module.efficient_conv_bn_eval_forward = \
         conv_module.efficient_conv_bn_eval_forward.__wrapped__
     torch.testing.assert_close(_eval_out(module, x) + ALPHA, plain)
 
 
-def test_mmcv_fuse_conv_bn_keeps_alpha():
-    from mmcv.cnn import fuse_conv_bn
+def test_mmcv_fuse_conv_bn_upstream_drops_alpha():
     fuse_module = importlib.import_module('mmcv.cnn.utils.fuse_conv_bn')
     x = tiny_input()
     model = randomize_bn(_ConvBN()).eval()
-    expected = _eval_out(model, x)
     upstream_conv = fuse_module._fuse_conv_bn.__wrapped__(
         copy.deepcopy(model.conv), model.bn)
     with torch.no_grad():
         torch.testing.assert_close(
             upstream_conv(x) + ALPHA, model.bn(model.conv(x)))
+
+
+def test_mmcv_fuse_conv_bn_keeps_alpha():
+    from mmcv.cnn import fuse_conv_bn
+    x = tiny_input()
+    model = randomize_bn(_ConvBN()).eval()
+    expected = _eval_out(model, x)
     fused = fuse_conv_bn(model)
     assert not any(is_psbn(m) for m in fused.modules())
     torch.testing.assert_close(_eval_out(fused, x), expected)

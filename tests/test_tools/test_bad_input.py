@@ -94,7 +94,7 @@ def test_slurm_train_rejects_bad_gpus(toy_coco, tmp_path):
 
 
 def test_missing_cifar_root_gives_the_cifar_hint(tmp_path):
-    """A dataset class supplies its own hint (missing_data_hint)."""
+    """A dataset class checks its own root (CIFAR10.missing_data)."""
     missing = str(tmp_path / 'no_cifar')
     cfg = tmp_path / 'cfg.py'
     cfg.write_text(

@@ -31,10 +31,10 @@ def load(path):
 def test_pretrain_config_builds_a_bn_resnet18_classifier():
     from mmengine.registry import MODELS
 
-    import mmdet_psbn  # noqa: F401
+    import psbn_cifar  # noqa: F401
     cfg = load(demo.PRETRAIN)
-    assert cfg.default_scope == 'mmengine'
-    init_default_scope('mmengine')
+    assert cfg.default_scope == 'psbn_cifar'
+    init_default_scope('psbn_cifar')
     model = MODELS.build(cfg.model)
     assert type(model.backbone).__name__ == 'ResNet'
     assert model.backbone.depth == 18 and model.backbone.layer4[
@@ -185,7 +185,21 @@ def test_summary_says_what_is_missing(tmp_path):
         demo.collapse_row(dict(history=[]))
 
 
-def test_bad_threads_is_a_usage_error(capsys):
-    with pytest.raises(SystemExit):
-        demo.parse_args(['--threads', '0'])
-    assert '--threads must be >= 1' in capsys.readouterr().err
+def test_bad_threads_is_an_input_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        demo.run_tool(demo.main, ['--threads', '0'], prog='demo.py')
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        'demo.py: error: --threads must be >= 1, got 0\n')
+
+
+def test_a_failed_stage_ends_as_bad_input_does(monkeypatch, capsys):
+    def fail(args):
+        raise demo.StageFailed('stage 1 failed (exit status 1): x.py')
+
+    monkeypatch.setattr(demo, 'run_demo', fail)
+    with pytest.raises(SystemExit) as exit_:
+        demo.run_tool(demo.main, [], prog='demo.py')
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        'demo.py: error: stage 1 failed (exit status 1): x.py\n')

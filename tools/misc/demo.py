@@ -47,6 +47,9 @@ import sys
 import time
 from typing import Dict, List, Optional
 
+from mmdet_psbn.utils.checks import InputError
+from mmdet_psbn.utils.tools import run_tool, user_errors
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CLS_ROOT = 'data/digits_cifar_demo'
 DET_ROOT = 'data/digits_coco_demo'
@@ -75,12 +78,13 @@ def parse_args(argv=None):
         'pretraining 100x slower (3.1 s an iteration instead of 0.033 s)')
     args = parser.parse_args(argv)
     if args.threads < 1:
-        parser.error(f'--threads must be >= 1, got {args.threads}')
+        raise InputError(f'--threads must be >= 1, got {args.threads}')
     return args
 
 
 class StageFailed(RuntimeError):
-    pass
+    """A stage failed, or did not write what the summary reads. The demo
+    then ends as a tool does on bad input (:func:`main`)."""
 
 
 def run(title, args, env):
@@ -293,6 +297,12 @@ def print_summary(pretrain_acc: Optional[float], settings: Dict,
 
 def main(argv=None):
     args = parse_args(argv)
+    with user_errors(StageFailed):
+        run_demo(args)
+
+
+def run_demo(args: argparse.Namespace) -> None:
+    """The stages, then the summary (see the module docstring)."""
     env = dict(os.environ)
     env.update(
         OMP_NUM_THREADS=str(args.threads),
@@ -333,12 +343,7 @@ def main(argv=None):
     acc = final_metrics(pre_dir, 'accuracy/top1')['accuracy/top1']
     print_summary(acc, train_settings(FINETUNE['BN']), results,
                   elapsed=time.time() - start, threads=args.threads)
-    return 0
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except StageFailed as e:
-        print(f'[demo] error: {e}', file=sys.stderr)
-        sys.exit(1)
+    run_tool(main)

@@ -12,11 +12,11 @@ instead (for pretraining a backbone).
 """
 import argparse
 import os.path as osp
-import sys
 
-from mmdet_psbn.datasets.digits_coco import (make_digits_cifar,
-                                             make_digits_coco)
+from mmdet_psbn.datasets.digits_coco import make_digits_coco
 from mmdet_psbn.datasets.mnist_digits import MNISTDigitsNotFound
+from mmdet_psbn.utils.tools import run_tool, user_errors
+from psbn_cifar.datasets import make_digits_cifar
 
 
 def parse_args(argv=None):
@@ -53,7 +53,7 @@ def main(argv=None):
     given = {k: v for k, v in dict(
         num_train=args.num_train, min_size=args.min_size,
         max_size=args.max_size).items() if v is not None}
-    try:
+    with user_errors(ValueError, FileExistsError, MNISTDigitsNotFound):
         if args.cifar:
             if args.num_val is not None:
                 given['num_test'] = args.num_val
@@ -72,9 +72,7 @@ def main(argv=None):
             print(f'digits COCO set at {osp.abspath(args.root)}: '
                   f'{info["num_train"]} train / {info["num_val"]} val '
                   f'images of {info["image_size"]}px')
-    except (ValueError, FileExistsError, MNISTDigitsNotFound) as e:
-        sys.exit(f'make_digits_coco: {e}')
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

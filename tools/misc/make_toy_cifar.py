@@ -1,5 +1,5 @@
 # Copyright (c) mmdet-psbn contributors. All rights reserved.
-"""Write a small CIFAR-10-format data root (see mmdet_psbn.datasets.cifar).
+"""Write a small CIFAR-10-format data root (see psbn_cifar.datasets.cifar).
 
     python tools/misc/make_toy_cifar.py data/cifar10
 
@@ -10,9 +10,9 @@ never overwritten.
 """
 import argparse
 import os.path as osp
-import sys
 
-from mmdet_psbn.datasets.cifar import make_toy_cifar
+from mmdet_psbn.utils.tools import run_tool, user_errors
+from psbn_cifar.datasets.cifar import make_toy_cifar
 
 
 def parse_args(argv=None):
@@ -29,15 +29,13 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
+    with user_errors(ValueError, FileExistsError):
         root = make_toy_cifar(args.root, num_train=args.num_train,
                               num_test=args.num_test, seed=args.seed,
                               force=args.force)
-    except (ValueError, FileExistsError) as e:
-        sys.exit(f'make_toy_cifar: {e}')
     print(f'toy CIFAR-10 set at {osp.abspath(root)}/cifar-10-batches-py: '
           f'{args.num_train} train / {args.num_test} test images of 32px')
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

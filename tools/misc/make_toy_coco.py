@@ -5,9 +5,9 @@
 """
 import argparse
 import os.path as osp
-import sys
 
 from mmdet_psbn.datasets.toy_coco import make_toy_coco
+from mmdet_psbn.utils.tools import run_tool, user_errors
 
 
 def parse_args(argv=None):
@@ -25,21 +25,15 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
+    with user_errors(ValueError, FileExistsError):
         info = make_toy_coco(
-            args.root,
-            num_train=args.num_train,
-            num_val=args.num_val,
-            image_size=args.image_size,
-            max_objects=args.max_objects,
-            seed=args.seed,
-            force=args.force)
-    except (ValueError, FileExistsError) as e:
-        sys.exit(f'make_toy_coco: {e}')
+            args.root, num_train=args.num_train, num_val=args.num_val,
+            image_size=args.image_size, max_objects=args.max_objects,
+            seed=args.seed, force=args.force)
     print(f'toy COCO set at {osp.abspath(args.root)}: '
           f'{info["num_train"]} train / {info["num_val"]} val images of '
           f'{info["image_size"]}px')
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

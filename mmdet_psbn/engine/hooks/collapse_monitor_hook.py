@@ -4,28 +4,25 @@
 A thin hook over :mod:`mmdet_psbn.analysis`: the measures and their
 definitions live there.
 """
-import json
-import math
-import os
 import os.path as osp
 import re
 from typing import Dict, List, Optional
 
-import torch
 from mmengine.dist import master_only
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 from mmdet_psbn.analysis.collapse import (ActivationProbe, CollapseStats,
-                                          _validate_thresholds, attach_flops,
-                                          attach_rectified, measure_model,
+                                          attach_flops, attach_rectified,
+                                          check_thresholds, measure_model,
                                           norm_layers)
 from mmdet_psbn.analysis.flops import channel_flops
-from mmdet_psbn.analysis.plots import (plot_gamma_beta, plot_gamma_hist,
-                                       plot_history)
 from mmdet_psbn.models.layers.psbn import is_psbn
 
+__all__ = ['CollapseMonitorHook', 'psbn_decay_problems']
+
+#: The hook's entry in a checkpoint.
 STATE_KEY = 'collapse_monitor'
 
 
@@ -155,7 +152,7 @@ class CollapseMonitorHook(Hook):
                 interval, int) or interval < 1:
             raise ValueError(f'interval must be a positive integer, got '
                              f'{interval!r}')
-        _validate_thresholds(gamma_thr, prob_thr)
+        check_thresholds(gamma_thr, prob_thr)
         if not (isinstance(jump_thr, (int, float)) and 0 < jump_thr <= 1):
             raise ValueError(f'jump_thr must be in (0, 1], got {jump_thr!r}')
         self.interval = interval
@@ -185,6 +182,16 @@ class CollapseMonitorHook(Hook):
 
     # ------------------------------------------------------------ hooks
     def before_train(self, runner) -> None:
+        """Check psBN's weight decay and take the start-of-training
+        measurement (the loaded or initial weights).
+
+        On a fresh start (iteration 0, also with ``load_from``) the history
+        and last measurement a checkpoint brought are dropped; on a resume
+        the rows after the resumed iteration are.
+
+        Args:
+            runner (Runner): The runner of the training process.
+        """
         model = _unwrap(runner.model)
         problems = psbn_decay_problems(model, runner.optim_wrapper.optimizer
                                        if hasattr(runner.optim_wrapper,
@@ -222,7 +229,13 @@ class CollapseMonitorHook(Hook):
                           data_batch=None) -> None:
         """Put the activation probe on the norm layers if this iteration
         will be measured (or is the run's first: its forward sees the
-        weights of the start-of-training measurement)."""
+        weights of the start-of-training measurement).
+
+        Args:
+            runner (Runner): The runner of the training process.
+            batch_idx (int): The index of the batch in the epoch.
+            data_batch (dict or tuple or list, optional): The batch.
+        """
         if not self.activation:
             return
         if (self._start_pending
@@ -242,6 +255,17 @@ class CollapseMonitorHook(Hook):
                          batch_idx: int,
                          data_batch=None,
                          outputs=None) -> None:
+        """Read the probe out, read the graph once (at the first
+        iteration: rectified layers and FLOPs) and measure every
+        ``interval`` iterations.
+
+        Args:
+            runner (Runner): The runner of the training process.
+            batch_idx (int): The index of the batch in the epoch.
+            data_batch (dict or tuple or list, optional): The batch (its
+                first image feeds the graph pass).
+            outputs (dict, optional): The outputs of the train step.
+        """
         if self._probe is not None:
             self._probe.__exit__(None, None, None)
             inactive = self._probe.inactive
@@ -269,17 +293,45 @@ class CollapseMonitorHook(Hook):
             return False
 
     def after_train_epoch(self, runner) -> None:
+        """Measure at the end of every epoch (once if it ends on an
+        interval).
+
+        Args:
+            runner (Runner): The runner of the training process.
+        """
         self._measure(runner, runner.iter)
 
     def after_train(self, runner) -> None:
+        """Write the report and the plots (:meth:`write_report`).
+
+        Args:
+            runner (Runner): The runner of the training process.
+        """
         self.write_report(runner)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Save the last measurement and the history in the checkpoint
+        (``checkpoint['collapse_monitor']``, tensors and plain types only,
+        so safe loading reads it).
+
+        Args:
+            runner (Runner): The runner of the training process.
+            checkpoint (dict): The checkpoint about to be saved, updated in
+                place.
+        """
         checkpoint[STATE_KEY] = dict(
             last=self._last.state() if self._last is not None else None,
             history=[dict(r) for r in self._history])
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Restore what :meth:`before_save_checkpoint` saved, so that
+        transitions continue across ``--resume``; a checkpoint without it
+        changes nothing.
+
+        Args:
+            runner (Runner): The runner of the training process.
+            checkpoint (dict): The loaded checkpoint.
+        """
         state = checkpoint.get(STATE_KEY)
         if not state:
             return
@@ -377,7 +429,15 @@ class CollapseMonitorHook(Hook):
         self._last = stats
 
     def report(self) -> dict:
-        """The JSON report of the last measurement and the history."""
+        """The JSON report of the last measurement and the history.
+
+        Returns:
+            dict: ``definitions`` (of the measures, with the thresholds),
+            ``summary``, ``by_stage`` and ``layers`` (the last measurement;
+            None and ``[]`` before any), ``history`` (one row per
+            measurement) and ``flops_links`` (the producer and consumer
+            convs of each norm layer; None before the graph is read).
+        """
         stats = self._last
         return dict(
             definitions=dict(
@@ -406,15 +466,24 @@ class CollapseMonitorHook(Hook):
 
     @master_only
     def write_report(self, runner) -> None:
+        """Write ``report.json`` (:meth:`report`) and the plots
+        ``gamma_hist.png``, ``gamma_beta.png`` and, after two measurements,
+        ``history.png`` to ``<work_dir>/<out_dir>``, and log the summary.
+        Rank 0 only; nothing before the first measurement.
+
+        Args:
+            runner (Runner): The runner of the training process.
+        """
         if self._last is None:
             return
+        # Imported here, not when mmdet_psbn is: matplotlib (the plots)
+        # and the tools' utilities (the JSON writer).
+        from mmdet_psbn.analysis.plots import (plot_gamma_beta,
+                                               plot_gamma_hist, plot_history)
+        from mmdet_psbn.utils.io import dump_json
         out = osp.join(runner.work_dir, self.out_dir)
-        os.makedirs(out, exist_ok=True)
         report = self.report()
-        tmp = osp.join(out, '.report.json.tmp')
-        with open(tmp, 'w') as f:
-            json.dump(report, f, indent=1, default=_json_default)
-        os.replace(tmp, osp.join(out, 'report.json'))
+        dump_json(report, osp.join(out, 'report.json'))
         name = osp.basename(runner.work_dir.rstrip('/')) or 'model'
         plot_gamma_hist([self._last], [name], osp.join(out, 'gamma_hist.png'))
         plot_gamma_beta(self._last, name, osp.join(out, 'gamma_beta.png'))
@@ -428,12 +497,5 @@ class CollapseMonitorHook(Hook):
             (f', inactive {100 * summary["inactive"]:.2f} %'
              if 'inactive' in summary else '') +
             (f', FLOPs sparsity {100 * summary["sparsity"]:.2f} %'
-             if 'sparsity' in summary else '') + f'; report and plots in {out}')
-
-
-def _json_default(obj):
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return str(obj)
+             if 'sparsity' in summary else '') +
+            f'; report and plots in {out}')

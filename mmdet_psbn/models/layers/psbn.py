@@ -88,7 +88,7 @@ import math
 import numbers
 import warnings
 from collections import OrderedDict
-from typing import Iterator, List, Mapping, Optional, Set, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Set, Tuple
 
 import torch
 import torch.nn as nn
@@ -101,9 +101,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.hooks import RemovableHandle
 
 __all__ = [
-    'DEFAULT_ALPHA', 'PostShiftedBatchNorm2d', 'PostShiftedSyncBatchNorm',
-    'check_alpha', 'convert_to_psbn', 'find_psbn_prefixes',
-    'fold_psbn_state_dict', 'fold_psbn_entries_on_load', 'is_psbn'
+    'BN_STATE_KEYS', 'DEFAULT_ALPHA', 'PostShiftedBatchNorm2d',
+    'PostShiftedSyncBatchNorm', 'bn_state_entries', 'check_alpha',
+    'convert_to_psbn', 'find_psbn_prefixes', 'fold_psbn_state_dict',
+    'fold_psbn_entries_on_load', 'is_psbn'
 ]
 
 DEFAULT_ALPHA = 0.1
@@ -490,23 +491,48 @@ def convert_to_psbn(module: nn.Module,
     return module
 
 
+#: The entries of a BN layer in a state dict, and psBN's ``alpha``.
+BN_STATE_KEYS = ('weight', 'bias', 'running_mean', 'running_var',
+                 'num_batches_tracked', 'alpha')
+
+
+def bn_state_entries(state_dict: Mapping) -> Dict[str, Dict[str, Tensor]]:
+    """The one scan of a state dict for BN-like layers.
+
+    Groups the entries named in :data:`BN_STATE_KEYS` by layer prefix
+    (``'backbone.bn1.'``, ``''`` for a lone layer's state dict) and keeps
+    the prefixes with a ``running_mean`` (BN tracking its statistics) or an
+    ``alpha`` (psBN), in the order of the state dict. A GN or LayerNorm
+    layer, which has neither, is not found: in a state dict it looks like
+    any other ``weight`` and ``bias``. :func:`find_psbn_prefixes` and
+    :func:`mmdet_psbn.analysis.collapse.bn_layers_in_state_dict` read it.
+
+    Returns:
+        dict: ``{prefix: {key: tensor}}``, e.g. ``{'bn1.': {'weight': ...,
+        'running_mean': ..., 'alpha': ...}}``.
+    """
+    groups: Dict[str, Dict[str, Tensor]] = OrderedDict()
+    for key, value in state_dict.items():
+        prefix, _, leaf = key.rpartition('.')
+        if leaf in BN_STATE_KEYS:
+            groups.setdefault(prefix + '.' if prefix else '', {})[leaf] = value
+    return OrderedDict((p, e) for p, e in groups.items()
+                       if 'running_mean' in e or 'alpha' in e)
+
+
 def find_psbn_prefixes(state_dict: Mapping) -> List[str]:
     """The prefixes (``'backbone.bn1.'``...) of psBN layers in a state dict.
 
-    A psBN entry is a 0-dim floating ``<prefix>alpha`` next to a
-    ``<prefix>running_mean`` or ``<prefix>bias``.
+    A psBN entry (of :func:`bn_state_entries`) is a 0-dim floating
+    ``<prefix>alpha`` next to a ``<prefix>running_mean`` or
+    ``<prefix>bias``.
     """
-    prefixes = []
-    for key, value in state_dict.items():
-        if not (key == 'alpha' or key.endswith('.alpha')):
-            continue
-        prefix = key[:-len('alpha')]
-        if (isinstance(value, Tensor) and value.dim() == 0
-                and value.is_floating_point()
-                and (prefix + 'running_mean' in state_dict
-                     or prefix + 'bias' in state_dict)):
-            prefixes.append(prefix)
-    return prefixes
+    return [
+        prefix for prefix, entry in bn_state_entries(state_dict).items()
+        if isinstance(entry.get('alpha'), Tensor)
+        and entry['alpha'].dim() == 0 and entry['alpha'].is_floating_point()
+        and ('running_mean' in entry or 'bias' in entry)
+    ]
 
 
 def fold_psbn_state_dict(state_dict: Mapping) -> 'OrderedDict[str, Tensor]':

@@ -1,48 +1,47 @@
 # Copyright (c) mmdet-psbn contributors. All rights reserved.
 """Make the upstream routes that rebuild or read BN layers keep psBN's alpha.
 
-All the upstream-awareness of the psBN layers lives here.
-:func:`install_upstream_patches` runs on ``import mmdet_psbn``; it is
-idempotent (a second call, or a reload of this module, wraps nothing twice).
-Each wrapper sends ps layers to our code and everything else to the original
-function, unchanged; a model without ps layers goes to the original whole.
-The original stays reachable as ``wrapper.__wrapped__``. Written against
-torch 2.13, mmengine 0.10.7, mmcv 2.1.0 and mmdet 3.3.0.
+All the upstream-awareness of the psBN layers lives here, and this docstring
+says everything ``import mmdet_psbn`` changes outside the package
+(``docs/upstream.md`` explains it for users):
 
-=======================================  =====================================
-upstream function                        what it does to a ps layer
-=======================================  =====================================
-``torch.nn.SyncBatchNorm``               matches any ``_BatchNorm`` (psBN,
-``.convert_sync_batchnorm``              psSyncBN) and builds a plain
-                                         ``SyncBatchNorm``: alpha is lost.
-mmengine ``convert_sync_batchnorm``      same, for ``sync_bn='torch'`` or
-(``Runner`` when distributed)            ``'mmcv'``.
-mmengine ``revert_sync_batchnorm``       turns any ``SyncBatchNorm`` (psSyncBN
-(``Runner`` ALWAYS when not              included) into ``_BatchNormXd``: a
-distributed; mmdet's ``init_detector``)  psSyncBN config on one GPU/CPU would
-                                         train and infer without alpha.
-mmengine / mmcv                          read ``bn.bias`` to fold BN into the
-``efficient_conv_bn_eval_forward``       conv: the output lacks alpha.
-mmengine ``turn_on_efficient_conv_bn_``  ``fx.symbolic_trace`` treats only
-``eval_for_single_model``                ``torch.nn`` classes as leaves: it
-                                         traces through psBN's forward into a
-                                         functional ``batch_norm``, which the
-                                         graph transform (it pairs
-                                         ``call_module`` conv and BN nodes)
-                                         leaves unfused.
-mmcv ``_fuse_conv_bn``                   reads ``bn.bias``: the fused conv
-                                         lacks alpha.
-``torch.nn.utils.fuse_conv_bn_eval``     reads ``bn.bias``: the fused conv
-(also ``torch.nn.utils.fusion``; eager   lacks alpha.
-quantization's conv-BN fusers call it)
-``torch.ao.quantization``                finds fusers by exact type: refuses
-``fuser_method_mappings``                psBN ("did not find fuser method").
-``.get_fuser_method`` (``fuse_modules``  Here psBN fuses as BN does
-and ``fuse_modules_qat``)                (``fuse_conv_bn_eval`` above), and
-                                         QAT fusion, whose ``ConvBn2d``
-                                         rebuilds BN from ``bn.bias``, is
-                                         refused with the fix.
-=======================================  =====================================
+1. The functions of :data:`PATCHES`, the one table of them: each is replaced
+   where it is defined and at the places listed with it that import it by
+   name, and nowhere else. Each wrapper sends ps layers to our code and
+   everything else to the original function, unchanged; a model without ps
+   layers goes to the original whole. The original stays reachable as
+   ``wrapper.__wrapped__``.
+2. torch's ``weights_only`` allow-list gains
+   :data:`mmdet_psbn.compat.MMENGINE_CHECKPOINT_GLOBALS` (mmengine's
+   ``HistoryBuffer``, numpy's array, scalar and dtype classes, a ``getattr``
+   restricted to HistoryBuffer's methods):
+   :func:`mmdet_psbn.compat.register_safe_globals`, so that ``--resume``
+   works with torch >= 2.6.
+3. mmengine's root registries gain the package's own names (``MODELS``:
+   ``psBN``, ``psSyncBN``; ``HOOKS``: ``CollapseMonitorHook``).
+
+Nothing else: :func:`mmdet_psbn.compat.setup_cpu_distributed` changes a
+config and starts a process group only when ``tools/train.py`` or
+``tools/test.py`` calls it.
+
+:func:`install_upstream_patches` runs on import. Written against torch 2.13,
+mmengine 0.10.7, mmcv 2.1.0 and mmdet 3.3.0. For each :class:`Patch`:
+
+- ``target`` is imported and its ``name`` replaced; a patch whose package is
+  not installed (no mmcv) is skipped. A second call, or a reload of this
+  module, wraps nothing twice.
+- Each ``also_at`` module that is imported already and holds the original
+  under ``name`` is rebound. One that is not imported yet is not imported
+  here (``mmdet.apis`` or ``torch._inductor`` would add seconds to every
+  import): it takes ``name`` from the target or from another ``also_at``
+  module, so it binds the wrapper when it is imported. The tests check both
+  orders, and sweep ``sys.modules`` for any module still holding an
+  original: a new upstream import site fails a test, not a user's run.
+- A place that lacks ``name``, or holds something else there, means that
+  upstream changed: it is left alone and :class:`UpstreamPatchWarning` names
+  the patch and the place. A warning, not an error: psBN still trains and
+  infers; only that one route may drop alpha. Our tests turn the warning
+  into an error, so with the pinned versions it cannot pass unnoticed.
 
 Not wrapped: ``torch.nn.utils.fuse_conv_bn_weights`` takes tensors, not the
 layer, so it cannot know alpha; a caller that passes a psBN layer's
@@ -51,26 +50,60 @@ layer, so it cannot know alpha; a caller that passes a psBN layer's
 bn.post_shift_folded(): fuse_conv_bn_weights(..., bn.weight, bn.bias)``),
 where ``bn.bias`` is :math:`\\beta + \\alpha`.
 
-How to remove a wrapper: when upstream rebuilds BN layers with
-``type(module)``-aware code (or a hook for subclasses), and computes conv-BN
-folds through an overridable method instead of reading ``bn.bias``, delete its
-entry from :func:`install_upstream_patches`; ``tests/test_models`` checks for
-each that the original drops alpha (``get_fuser_method``: refuses psBN), so
-that test fails first and says which.
+How to remove a patch: each names its ``test``, which shows the upstream bug
+on ``wrapper.__wrapped__``. When upstream rebuilds BN layers with
+``type(module)``-aware code (or a hook for subclasses), or computes conv-BN
+folds through an overridable method instead of reading ``bn.bias``, that
+test fails: delete the entry from :data:`PATCHES`, its ``_make_*`` function,
+its row in ``docs/upstream.md``, and the test.
 """
 import importlib
 import sys
-from types import ModuleType
-from typing import Callable
+import warnings
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch.nn as nn
 
-from .psbn import (PostShiftedBatchNorm2d, PostShiftedSyncBatchNorm,
-                   is_psbn)
+from .psbn import PostShiftedBatchNorm2d, PostShiftedSyncBatchNorm, is_psbn
 
-__all__ = ['install_upstream_patches', 'contains_psbn']
+__all__ = [
+    'install_upstream_patches', 'contains_psbn', 'Patch', 'PATCHES',
+    'UpstreamPatchWarning'
+]
 
 _MARK = '__psbn_patch__'
+_MISSING = object()
+
+
+class UpstreamPatchWarning(UserWarning):
+    """A place named in :data:`PATCHES` is not what the patch expects."""
+
+
+class Patch(NamedTuple):
+    """One upstream function replaced by a psBN-aware wrapper.
+
+    Attributes:
+        target (str): The module that defines the function.
+        name (str): Its name there; ``'Class.method'`` for a classmethod.
+        make (Callable): ``make(original)`` returns the wrapper.
+        also_at (tuple[str]): The other modules that bind the function by
+            name (``from target import name``) and call it from there; they
+            are rebound too. Nothing else is.
+        why (str): What the original does to a ps layer.
+        test (str): The test, under ``tests/test_models``, that shows it on
+            the original and fails once upstream is fixed.
+    """
+    target: str
+    name: str
+    make: Callable
+    also_at: Tuple[str, ...]
+    why: str
+    test: str
+
+    @property
+    def label(self) -> str:
+        """``target.name``, as the docs and the warnings name the patch."""
+        return f'{self.target}.{self.name}'
 
 
 def contains_psbn(module: nn.Module) -> bool:
@@ -99,28 +132,6 @@ def _mark(wrapper: Callable, original: Callable) -> Callable:
     wrapper.__wrapped__ = original
     wrapper.__name__ = original.__name__
     setattr(wrapper, _MARK, True)
-    return wrapper
-
-
-def _wrap_function(module: ModuleType, name: str,
-                   make: Callable) -> Callable:
-    """Replace ``module.name`` by ``make(original)`` unless done already, and
-    rebind every already imported module that holds the original under the
-    same name (``from mmengine.model import revert_sync_batchnorm``: the
-    Runner, mmengine's strategies, ``mmdet.apis`` ``init_detector``...).
-    Modules imported later read the patched attribute anyway.
-    """
-    current = getattr(module, name)
-    if getattr(current, _MARK, False):
-        wrapper, original = current, current.__wrapped__
-    else:
-        original = current
-        wrapper = _mark(make(original), original)
-        setattr(module, name, wrapper)
-    for user in list(sys.modules.values()):
-        namespace = getattr(user, '__dict__', None)
-        if isinstance(namespace, dict) and namespace.get(name) is original:
-            setattr(user, name, wrapper)
     return wrapper
 
 
@@ -191,8 +202,8 @@ def _make_get_fuser_method(original: Callable) -> Callable:
         keeps alpha, see above) for eager fusion; QAT fusion is refused.
         A mapping the caller passes for the psBN types wins.
         """
-        if (PostShiftedBatchNorm2d not in op_list or op_list in
-            (additional_fuser_method_mapping or {})):
+        if (PostShiftedBatchNorm2d not in op_list
+                or op_list in (additional_fuser_method_mapping or {})):
             return original(op_list, additional_fuser_method_mapping)
         bn_ops = tuple(nn.BatchNorm2d if op is PostShiftedBatchNorm2d else op
                        for op in op_list)
@@ -200,25 +211,6 @@ def _make_get_fuser_method(original: Callable) -> Callable:
             original(bn_ops, additional_fuser_method_mapping), op_list)
 
     return get_fuser_method
-
-
-def _patch_torch() -> None:
-    # Imported here so that the wrappers bind where they are used by name
-    # (torch.nn.utils, fuse_modules); modules imported later read the
-    # patched attribute anyway.
-    # import_module: the package attribute ``fuse_modules`` is a function.
-    importlib.import_module('torch.ao.quantization.fuse_modules')
-    fuser_method_mappings = importlib.import_module(
-        'torch.ao.quantization.fuser_method_mappings')
-    fusion = importlib.import_module('torch.nn.utils.fusion')
-    _wrap_function(fusion, 'fuse_conv_bn_eval', _make_fuse_conv_bn_eval)
-    _wrap_function(fuser_method_mappings, 'get_fuser_method',
-                   _make_get_fuser_method)
-    cm = nn.SyncBatchNorm.__dict__['convert_sync_batchnorm']
-    if getattr(cm.__func__, _MARK, False):
-        return
-    nn.SyncBatchNorm.convert_sync_batchnorm = classmethod(
-        _mark(_make_torch_convert(cm.__func__), cm.__func__))
 
 
 # --- mmengine ----------------------------------------------------------------
@@ -307,23 +299,11 @@ def _make_turn_on_single(original: Callable) -> Callable:
 
         tracer = PsbnLeafTracer()
         graph = tracer.trace(model)
-        fx_model = fx.GraphModule(tracer.root, graph,
-                                  model.__class__.__name__)
+        fx_model = fx.GraphModule(tracer.root, graph, model.__class__.__name__)
         ecbe.efficient_conv_bn_eval_graph_transform(fx_model)
         model.forward = fx_model.forward
 
     return turn_on_efficient_conv_bn_eval_for_single_model
-
-
-def _patch_mmengine() -> None:
-    from mmengine.model import efficient_conv_bn_eval as ecbe
-    from mmengine.model import utils
-    _wrap_function(utils, 'convert_sync_batchnorm', _make_mmengine_convert)
-    _wrap_function(utils, 'revert_sync_batchnorm', _make_mmengine_revert)
-    _wrap_function(ecbe, 'efficient_conv_bn_eval_forward',
-                   _make_efficient_forward)
-    _wrap_function(ecbe, 'turn_on_efficient_conv_bn_eval_for_single_model',
-                   _make_turn_on_single)
 
 
 # --- mmcv --------------------------------------------------------------------
@@ -343,25 +323,182 @@ def _make_fuse_conv_bn(original: Callable) -> Callable:
     return _fuse_conv_bn
 
 
-def _patch_mmcv() -> None:
+# --- the table ---------------------------------------------------------------
+_EFFICIENT_WHY = ('folds BN into the conv from bn.weight, bn.bias and the '
+                  'running statistics: the output lacks alpha.')
+
+#: Every upstream function ``import mmdet_psbn`` replaces, and where.
+PATCHES: Tuple[Patch, ...] = (
+    Patch(
+        target='torch.nn.modules.batchnorm',
+        name='SyncBatchNorm.convert_sync_batchnorm',
+        make=_make_torch_convert,
+        also_at=(),  # a classmethod: callers reach it through the class
+        why='matches any _BatchNorm (psBN, psSyncBN) and builds a plain '
+        'SyncBatchNorm: alpha is lost.',
+        test='test_psbn_upstream.py::test_torch_convert_upstream_drops_alpha'),
+    Patch(
+        target='mmengine.model.utils',
+        name='convert_sync_batchnorm',
+        make=_make_mmengine_convert,
+        # Runner.wrap_model (cfg.sync_bn), DDPStrategy.convert_model.
+        also_at=('mmengine.model', 'mmengine.runner.runner',
+                 'mmengine._strategy.distributed'),
+        why="same, for the Runner's sync_bn='torch' or 'mmcv'.",
+        test='test_psbn_upstream.py::'
+        'test_mmengine_converters_upstream_drop_alpha'),
+    Patch(
+        target='mmengine.model.utils',
+        name='revert_sync_batchnorm',
+        make=_make_mmengine_revert,
+        # Runner.wrap_model (every non-distributed run),
+        # SingleDeviceStrategy, mmdet's init_detector and DetInferencer.
+        also_at=('mmengine.model', 'mmengine.runner.runner',
+                 'mmengine._strategy.single_device', 'mmdet.apis.inference',
+                 'mmdet.apis.det_inferencer'),
+        why='turns any SyncBatchNorm (psSyncBN included) into _BatchNormXd: '
+        'a psSyncBN config on one GPU or CPU would train and infer without '
+        'alpha.',
+        test='test_psbn_upstream.py::'
+        'test_mmengine_converters_upstream_drop_alpha'),
+    Patch(
+        target='mmengine.model.efficient_conv_bn_eval',
+        name='efficient_conv_bn_eval_forward',
+        make=_make_efficient_forward,
+        also_at=(),
+        why=_EFFICIENT_WHY,
+        test='test_psbn_upstream.py::'
+        'test_efficient_conv_bn_eval_upstream_drops_alpha'),
+    Patch(
+        target='mmengine.model.efficient_conv_bn_eval',
+        name='turn_on_efficient_conv_bn_eval_for_single_model',
+        make=_make_turn_on_single,
+        also_at=(),
+        why='fx.symbolic_trace keeps only torch.nn classes as leaves: it '
+        "traces through psBN's forward into a functional batch_norm, which "
+        'the graph transform (it pairs call_module conv and BN nodes) '
+        'leaves unfused.',
+        test='test_psbn_upstream.py::'
+        'test_efficient_conv_bn_eval_upstream_drops_alpha'),
+    Patch(
+        # mmcv's own copy of mmengine's function. ConvModule binds it at
+        # construction (efficient_conv_bn_eval=True), so the patch must
+        # precede model building, which importing mmdet_psbn (needed for
+        # psBN configs) guarantees.
+        target='mmcv.cnn.bricks.conv_module',
+        name='efficient_conv_bn_eval_forward',
+        make=_make_efficient_forward,
+        also_at=(),
+        why=_EFFICIENT_WHY,
+        test='test_psbn_upstream.py::'
+        'test_mmcv_conv_module_efficient_upstream_drops_alpha'),
+    Patch(
+        target='mmcv.cnn.utils.fuse_conv_bn',
+        name='_fuse_conv_bn',
+        make=_make_fuse_conv_bn,
+        also_at=(),  # called by mmcv.cnn.fuse_conv_bn, from its module
+        why='reads bn.bias: the fused conv lacks alpha.',
+        test='test_psbn_upstream.py::'
+        'test_mmcv_fuse_conv_bn_upstream_drops_alpha'),
+    Patch(
+        target='torch.nn.utils.fusion',
+        name='fuse_conv_bn_eval',
+        make=_make_fuse_conv_bn_eval,
+        # Eager quantization's conv-BN fusers call it as
+        # nn.utils.fusion.fuse_conv_bn_eval. torch.fx's fuse and inductor's
+        # pre-grad pass only fuse exact nn.BatchNorm types (never a ps
+        # layer): rebound so that no module holds the original.
+        also_at=('torch.nn.utils', 'torch.fx.experimental.optimization',
+                 'torch._inductor.fx_passes.pre_grad'),
+        why='reads bn.bias: the fused conv lacks alpha.',
+        test='test_psbn_init_fuse_trace.py::'
+        'test_fuse_conv_bn_eval_upstream_drops_alpha'),
+    Patch(
+        target='torch.ao.quantization.fuser_method_mappings',
+        name='get_fuser_method',
+        make=_make_get_fuser_method,
+        # fuse_modules and fuse_modules_qat, and the torch.quantization shims.
+        # The wrapper fuses psBN as BN (fuse_conv_bn_eval above keeps alpha)
+        # and refuses QAT fusion, whose ConvBn2d rebuilds BN from bn.bias.
+        also_at=('torch.ao.quantization', 'torch.ao.quantization.fuse_modules',
+                 'torch.quantization', 'torch.quantization.fuse_modules',
+                 'torch.quantization.fuser_method_mappings'),
+        why='finds fusers by exact type: refuses psBN ("did not find fuser '
+        'method"), so fuse_modules cannot fuse a psBN model.',
+        test='test_psbn_init_fuse_trace.py::'
+        'test_fuse_modules_upstream_refuses_psbn'),
+)
+
+
+# --- installing --------------------------------------------------------------
+def _warn(patch: Patch, place: str, problem: str) -> None:
+    warnings.warn(
+        f'mmdet_psbn: {place} {problem}, so the patch of {patch.label} is '
+        f'not applied there and a ps layer reaching it may lose alpha. '
+        f'Upstream changed (the patch was written against torch 2.13, '
+        f'mmengine 0.10.7, mmcv 2.1.0, mmdet 3.3.0); please report it.',
+        UpstreamPatchWarning,
+        stacklevel=2)
+
+
+def _owner_and_attr(module, name: str):
+    """``(owner, attr)`` for a dotted ``name`` inside ``module``."""
+    *path, attr = name.split('.')
+    owner = module
+    for part in path:
+        owner = getattr(owner, part, _MISSING)
+    return owner, attr
+
+
+def _current_function(patch: Patch) -> Optional[Callable]:
+    """The function ``patch.target`` holds now under ``patch.name`` (a
+    classmethod's function), or None if it has none or is not imported."""
+    module = sys.modules.get(patch.target)
+    owner, attr = _owner_and_attr(module, patch.name)
+    held = vars(owner).get(attr) if hasattr(owner, '__dict__') else None
+    if isinstance(held, classmethod):
+        return held.__func__
+    return held if callable(held) else None
+
+
+def _install(patch: Patch) -> Optional[Callable]:
+    """Replace ``patch.target.name`` and rebind its imported ``also_at``
+    places. Returns the wrapper, or None if the patch was not applied."""
     try:
-        # import_module: the package attribute ``fuse_conv_bn`` is the
-        # function of the same name, not the module that defines it.
-        conv_module = importlib.import_module('mmcv.cnn.bricks.conv_module')
-        fuse_module = importlib.import_module('mmcv.cnn.utils.fuse_conv_bn')
-    except ImportError:  # no mmcv: nothing of it to patch
-        return
-    # ConvModule binds this function at construction (when built with
-    # efficient_conv_bn_eval=True), so the patch must precede model building,
-    # which importing mmdet_psbn (needed for psBN configs) guarantees.
-    if hasattr(conv_module, 'efficient_conv_bn_eval_forward'):
-        _wrap_function(conv_module, 'efficient_conv_bn_eval_forward',
-                       _make_efficient_forward)
-    _wrap_function(fuse_module, '_fuse_conv_bn', _make_fuse_conv_bn)
+        importlib.import_module(patch.target)
+    except ModuleNotFoundError as err:
+        if err.name == patch.target.split('.')[0]:
+            return None  # the package is not installed: nothing to patch
+        _warn(patch, patch.target, f'cannot be imported ({err})')
+        return None
+    current = _current_function(patch)
+    if current is None:
+        _warn(patch, patch.label, 'does not exist')
+        return None
+    if getattr(current, _MARK, False):
+        wrapper, original = current, current.__wrapped__
+    else:
+        original = current
+        wrapper = _mark(patch.make(original), original)
+        owner, attr = _owner_and_attr(sys.modules[patch.target], patch.name)
+        is_method = isinstance(vars(owner)[attr], classmethod)
+        setattr(owner, attr, classmethod(wrapper) if is_method else wrapper)
+    for place in patch.also_at:
+        user = sys.modules.get(place)
+        if user is None:
+            continue  # binds the wrapper from the target when imported
+        held = vars(user).get(patch.name, _MISSING)
+        if held is original:
+            setattr(user, patch.name, wrapper)
+        elif held is _MISSING:
+            _warn(patch, place, f'has no {patch.name}')
+        elif held is not wrapper:
+            _warn(patch, f'{place}.{patch.name}',
+                  'is neither the original nor the wrapper')
+    return wrapper
 
 
 def install_upstream_patches() -> None:
-    """Install every wrapper of this module (idempotent)."""
-    _patch_torch()
-    _patch_mmengine()
-    _patch_mmcv()
+    """Install every patch of :data:`PATCHES` (idempotent)."""
+    for patch in PATCHES:
+        _install(patch)
