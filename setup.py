@@ -36,16 +36,16 @@ setup(
     version=get_version(),
     description='Post-shifted BatchNorm (psBN) against filter collapse, '
     'as an OpenMMLab / MMDetection 3.x plugin',
-    long_description=open(osp.join(HERE, 'README.md')).read()
-    if osp.exists(osp.join(HERE, 'README.md')) else '',
+    long_description=open(osp.join(HERE, 'README.md')).read() if osp.exists(
+        osp.join(HERE, 'README.md')) else '',
     long_description_content_type='text/markdown',
     keywords='computer vision, object detection, batch normalization',
     # The core, and the CIFAR-10 project (projects/psbn_cifar) as the
     # top-level package ``psbn_cifar``, so its configs' custom_imports work
     # from any working directory, mmdet's and mmpretrain's tools included.
     packages=find_packages(include=('mmdet_psbn', 'mmdet_psbn.*')) +
-    find_packages('projects/psbn_cifar', include=('psbn_cifar',
-                                                  'psbn_cifar.*')),
+    find_packages(
+        'projects/psbn_cifar', include=('psbn_cifar', 'psbn_cifar.*')),
     package_dir={'psbn_cifar': 'projects/psbn_cifar/psbn_cifar'},
     python_requires='>=3.8',
     install_requires=parse_requirements('requirements/runtime.txt'),

@@ -41,8 +41,9 @@ import torch
 import torch.nn.functional as F
 from _timing import interleaved
 
-CONFIGS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
-                   'projects', 'psbn_cifar', 'configs')
+CONFIGS = osp.join(
+    osp.dirname(osp.dirname(osp.abspath(__file__))), 'projects', 'psbn_cifar',
+    'configs')
 DEVICE_CONFIG = osp.join(CONFIGS, 'resnet20_psbn_restart9x100_device.py')
 LOADER_CONFIG = osp.join(CONFIGS, 'resnet20_psbn_restart9x100.py')
 
@@ -53,8 +54,9 @@ def device_name(device):
     name = platform.processor() or platform.machine()
     try:
         with open('/proc/cpuinfo') as f:
-            name = next(line.split(':', 1)[1].strip() for line in f
-                        if line.startswith('model name'))
+            name = next(
+                line.split(':', 1)[1].strip() for line in f
+                if line.startswith('model name'))
     except (OSError, StopIteration):
         pass
     return f'{name}, {torch.get_num_threads()} torch threads'
@@ -80,8 +82,8 @@ def build_runner(config, data_root, work_dir, batch_size):
 
 
 def bare_loop(config, data_root, batch_size, device):
-    """One epoch of the plain loop as a closure, on the same model and data
-    as the Runners."""
+    """One epoch of the plain loop as a closure, on the same model and data as
+    the Runners."""
     from mmengine.config import Config
 
     from psbn_cifar.datasets.cifar_device import DeviceCIFAR10
@@ -92,14 +94,16 @@ def bare_loop(config, data_root, batch_size, device):
     model.init_weights()
     data = DeviceCIFAR10(data_root=data_root, device=device).tensors()
     images, labels = data['inputs'], data['gt_label']
-    mean = torch.tensor(cfg.data_preprocessor.mean, device=device).view(
-        1, 3, 1, 1)
-    std = torch.tensor(cfg.data_preprocessor.std, device=device).view(
-        1, 3, 1, 1)
+    mean = torch.tensor(
+        cfg.data_preprocessor.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(
+        cfg.data_preprocessor.std, device=device).view(1, 3, 1, 1)
     opt = cfg.optim_wrapper.optimizer
-    optimizer = torch.optim.SGD(model.parameters(), lr=opt.lr,
-                                momentum=opt.momentum,
-                                weight_decay=opt.weight_decay)
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=opt.lr,
+        momentum=opt.momentum,
+        weight_decay=opt.weight_decay)
     gen = torch.Generator(device=device).manual_seed(0)
 
     def epoch():
@@ -107,8 +111,7 @@ def bare_loop(config, data_root, batch_size, device):
         order = torch.randperm(len(images), device=device, generator=gen)
         for start in range(0, len(images), batch_size):
             idx = order[start:start + batch_size]
-            x = random_crop_flip(images.index_select(0, idx), 32, 4, 0.5,
-                                 gen)
+            x = random_crop_flip(images.index_select(0, idx), 32, 4, 0.5, gen)
             logits = model((x.float() - mean) / std, mode='tensor')
             loss = F.cross_entropy(logits, labels.index_select(0, idx))
             optimizer.zero_grad(set_to_none=True)
@@ -120,15 +123,25 @@ def bare_loop(config, data_root, batch_size, device):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--device', choices=['cpu', 'cuda'],
-                        help='defaults to cuda when available')
-    parser.add_argument('--num-train', type=int, default=1280,
-                        help='images in the toy training set (an epoch); '
-                        'default 1280: 10 iterations of 128')
-    parser.add_argument('--data-root', help='a real CIFAR-10 root instead '
-                        'of the toy set (50 000 images an epoch)')
-    parser.add_argument('--repeat', type=int, default=5,
-                        help='timed epochs per path (after one warm-up)')
+    parser.add_argument(
+        '--device',
+        choices=['cpu', 'cuda'],
+        help='defaults to cuda when available')
+    parser.add_argument(
+        '--num-train',
+        type=int,
+        default=1280,
+        help='images in the toy training set (an epoch); '
+        'default 1280: 10 iterations of 128')
+    parser.add_argument(
+        '--data-root',
+        help='a real CIFAR-10 root instead '
+        'of the toy set (50 000 images an epoch)')
+    parser.add_argument(
+        '--repeat',
+        type=int,
+        default=5,
+        help='timed epochs per path (after one warm-up)')
     parser.add_argument('--batch-size', type=int, default=128)
     args = parser.parse_args()
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
@@ -148,8 +161,8 @@ def main():
         if args.data_root:
             data_root, what = args.data_root, f'CIFAR-10 at {args.data_root}'
         else:
-            data_root = make_toy_cifar(osp.join(tmp, 'cifar'),
-                                       num_train=args.num_train, num_test=10)
+            data_root = make_toy_cifar(
+                osp.join(tmp, 'cifar'), num_train=args.num_train, num_test=10)
             what = f'toy CIFAR root, {args.num_train} images'
         runners = dict(
             device=build_runner(DEVICE_CONFIG, data_root,
@@ -162,8 +175,10 @@ def main():
         for runner in runners.values():  # set up + warm-up epoch
             runner.train()
         bare()
-        paths = {f'runner+{k}': r.train_loop.run_epoch
-                 for k, r in runners.items()}
+        paths = {
+            f'runner+{k}': r.train_loop.run_epoch
+            for k, r in runners.items()
+        }
         paths['bare'] = bare
         times = interleaved(paths, args.repeat, warmup=0)  # warmed above
         loader = runners['loader'].train_dataloader

@@ -52,14 +52,17 @@ _RUNS = itertools.count()
 
 
 class _Clock(Hook):
-    """Wall time at the end of every training iteration, after all other
-    hooks (``LOWEST``)."""
+    """Wall time at the end of every training iteration, after all other hooks
+    (``LOWEST``)."""
     priority = 'LOWEST'
 
     def __init__(self):
         self.stamps = []
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None):
         self.stamps.append(clock())
 
@@ -83,14 +86,16 @@ def _time_probe_hooks(log):
                 return hook(*args)
             finally:
                 log['seconds'] += clock() - start
+
         return timed
+
     ActivationProbe._make_hook = timed_make
     ActivationProbe.__enter__ = counted_enter
 
 
 def _time_calls(hook, names, log):
-    """Wrap ``hook.<name>`` so each call appends (name, runner.iter,
-    seconds) to ``log``."""
+    """Wrap ``hook.<name>`` so each call appends (name, runner.iter, seconds)
+    to ``log``."""
     for name in names:
         fn = getattr(hook, name)
 
@@ -99,8 +104,8 @@ def _time_calls(hook, names, log):
             try:
                 return _fn(runner, *args, **kwargs)
             finally:
-                log.append((_name, runner.iter,
-                            clock() - start))
+                log.append((_name, runner.iter, clock() - start))
+
         setattr(hook, name, timed)
 
 
@@ -111,8 +116,8 @@ def _config(data_root: str, work_dir: str, iters: int, interval):
     cfg.experiment_name = f'bench_collapse_hook_{next(_RUNS)}'
     cfg.visualizer.name = cfg.experiment_name
     cfg.train_dataloader.dataset.data_root = data_root
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters,
-                         val_interval=iters + 1)
+    cfg.train_cfg = dict(
+        type='IterBasedTrainLoop', max_iters=iters, val_interval=iters + 1)
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
     cfg.param_scheduler = []
@@ -122,22 +127,24 @@ def _config(data_root: str, work_dir: str, iters: int, interval):
     cfg.randomness = dict(seed=0)
     cfg.log_level = 'WARNING'
     cfg.custom_hooks = [] if interval is None else [
-        dict(type='CollapseMonitorHook', interval=interval)]
+        dict(type='CollapseMonitorHook', interval=interval)
+    ]
     return cfg
 
 
 def _run(data_root, iters, interval):
-    """Loop seconds after the first iteration, train() seconds, and the
-    hook's clocked calls."""
+    """Loop seconds after the first iteration, train() seconds, and the hook's
+    clocked calls."""
     from mmdet_psbn.engine.hooks import CollapseMonitorHook
     calls = []
     with tempfile.TemporaryDirectory() as work_dir:
-        runner = Runner.from_cfg(_config(data_root, work_dir, iters,
-                                         interval))
+        runner = Runner.from_cfg(_config(data_root, work_dir, iters, interval))
         for hook in runner.hooks:
             if isinstance(hook, CollapseMonitorHook):
-                _time_calls(hook, ('before_train_iter', 'after_train_iter',
-                                   '_measure'), calls)
+                _time_calls(
+                    hook,
+                    ('before_train_iter', 'after_train_iter', '_measure'),
+                    calls)
         iter_ends = _Clock()
         runner.register_hook(iter_ends)
         total, _ = time_call(runner.train)
@@ -148,14 +155,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--iters', type=int, default=40)
     parser.add_argument('--repeat', type=int, default=3)
-    parser.add_argument('--interval', type=int, default=500,
-                        help="the hook's interval to report (its default)")
-    parser.add_argument('--probe-interval', type=int, default=10,
-                        help='the interval whose runs time a measurement')
+    parser.add_argument(
+        '--interval',
+        type=int,
+        default=500,
+        help="the hook's interval to report (its default)")
+    parser.add_argument(
+        '--probe-interval',
+        type=int,
+        default=10,
+        help='the interval whose runs time a measurement')
     parser.add_argument('--threads', type=int, default=2)
     args = parser.parse_args(argv)
-    if min(args.repeat, args.threads, args.interval,
-           args.probe_interval) < 1:
+    if min(args.repeat, args.threads, args.interval, args.probe_interval) < 1:
         parser.error('--repeat, --threads and the intervals must be >= 1')
     if args.iters < 2 * args.probe_interval:
         parser.error(f'--iters ({args.iters}) must be at least twice '
@@ -165,10 +177,13 @@ def main(argv=None):
     import mmdet_psbn  # noqa: F401  registers the hook
     from mmdet_psbn.datasets import make_toy_coco
 
-    plain_name, hook_name, probe_name = (
-        'plain', f'hook@{args.interval}', f'hook@{args.probe_interval}')
-    variants = {plain_name: None, hook_name: args.interval,
-                probe_name: args.probe_interval}
+    plain_name, hook_name, probe_name = ('plain', f'hook@{args.interval}',
+                                         f'hook@{args.probe_interval}')
+    variants = {
+        plain_name: None,
+        hook_name: args.interval,
+        probe_name: args.probe_interval
+    }
     loop = {k: [] for k in variants}
     total = {k: [] for k in variants}
     checks, measures = [], []
@@ -180,23 +195,25 @@ def main(argv=None):
         _run(data_root, 4, None)  # warm-up: imports, allocator, caches
         for _ in range(args.repeat):
             for name, interval in variants.items():
-                t_loop, t_total, calls = _run(data_root, args.iters,
-                                              interval)
+                t_loop, t_total, calls = _run(data_root, args.iters, interval)
                 loop[name].append(t_loop)
                 total[name].append(t_total)
-                measured = {it for n, it, _ in calls
-                            if n == '_measure'}
+                measured = {it for n, it, _ in calls if n == '_measure'}
                 # inside the loop's window: iterations 1 .. iters-1
                 per_iter = {}
                 for n, it, dt in calls:
                     if n != '_measure' and 1 <= it < args.iters:
                         per_iter[it] = per_iter.get(it, 0.0) + dt
-                checks += [dt for it, dt in per_iter.items()
-                           if it not in measured]
-                measures += [dt for it, dt in per_iter.items()
-                             if it in measured]
-                print(f'  {name:10s} loop {t_loop:7.2f} s  train() '
-                      f'{t_total:7.2f} s', flush=True)
+                checks += [
+                    dt for it, dt in per_iter.items() if it not in measured
+                ]
+                measures += [
+                    dt for it, dt in per_iter.items() if it in measured
+                ]
+                print(
+                    f'  {name:10s} loop {t_loop:7.2f} s  train() '
+                    f'{t_total:7.2f} s',
+                    flush=True)
 
     n = args.iters - 1  # iterations inside a loop's window
     med = {k: statistics.median(v) for k, v in loop.items()}

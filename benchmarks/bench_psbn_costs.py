@@ -26,7 +26,6 @@ import sys
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from _timing import interleaved, time_call
 
 import mmdet_psbn  # noqa: F401  registers psBN
@@ -36,8 +35,9 @@ from mmdet_psbn.models.layers import (PostShiftedBatchNorm2d,
                                       fold_psbn_state_dict)
 
 # The collapse lab (its CIFAR ResNet-20 with a head) is not installed.
-LAB_ROOT = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
-                    'projects', 'collapse_lab')
+LAB_ROOT = osp.join(
+    osp.dirname(osp.dirname(osp.abspath(__file__))), 'projects',
+    'collapse_lab')
 
 # (N, C, H, W) at a 2 x 800x1216-ish input scaled down for a CPU; on a GPU
 # pass --full-shapes.
@@ -59,13 +59,19 @@ def report(title, times, ref):
 def bench_ops(shapes, repeat, device):
     for shape in shapes:
         x = torch.randn(*shape, device=device, requires_grad=True)
-        layers = dict(BN=nn.BatchNorm2d(shape[1]).to(device),
-                      psBN=PostShiftedBatchNorm2d(shape[1]).to(device))
+        layers = dict(
+            BN=nn.BatchNorm2d(shape[1]).to(device),
+            psBN=PostShiftedBatchNorm2d(shape[1]).to(device))
 
         def step(layer):
             return lambda: layer(x).sum().backward()
-        times = interleaved({k: step(m) for k, m in layers.items()},
-                            repeat, warmup=2)
+
+        times = interleaved({
+            k: step(m)
+            for k, m in layers.items()
+        },
+                            repeat,
+                            warmup=2)
         report(f'op fwd+bwd {tuple(shape)}', times, 'BN')
 
 
@@ -88,17 +94,19 @@ def bench_inference(repeat, device, size):
     assert not missing.missing_keys and not missing.unexpected_keys
     x = torch.randn(1, 3, size, size, device=device)
     with torch.no_grad():
-        diff = max((a - b).abs().max().item()
-                   for a, b in zip(ps(x), bn(x)))
+        diff = max((a - b).abs().max().item() for a, b in zip(ps(x), bn(x)))
     print(f'folded BN vs psBN outputs: max abs diff {diff:.2e}')
 
     def run(m):
+
         def f():
             with torch.no_grad():
                 m(x)
+
         return f
-    times = interleaved(dict(BN_folded=run(bn), psBN=run(ps)), repeat,
-                        warmup=2)
+
+    times = interleaved(
+        dict(BN_folded=run(bn), psBN=run(ps)), repeat, warmup=2)
     report(f'R50 eval fwd 1x3x{size}x{size}', times, 'BN_folded')
 
 
@@ -116,14 +124,19 @@ def bench_monitor(repeat, device, size, batch):
 
         def train_step():
             out = net(x)
-            loss = (F.cross_entropy(out, y) if y is not None else
-                    sum(o.mean() for o in out))
+            loss = (
+                F.cross_entropy(out, y) if y is not None else sum(
+                    o.mean() for o in out))
             opt.zero_grad()
             loss.backward()
             opt.step()
-        times = interleaved(dict(train_step=train_step,
-                                 measure_model=lambda: measure_model(net)),
-                            repeat, warmup=2)
+
+        times = interleaved(
+            dict(
+                train_step=train_step,
+                measure_model=lambda: measure_model(net)),
+            repeat,
+            warmup=2)
         report(f'monitor, {name}', times, 'train_step')
         seconds, _ = time_call(lambda: channel_flops(net, x[:1]))
         print(f'{"monitor, " + name:34s} channel_flops (once per run) '
@@ -146,8 +159,9 @@ def _retinanet(config, device):
 def bench_retinanet_step(repeat, device, hw, batch):
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
-    models = dict(BN=_retinanet('configs/retinanet_r50_bn.py', device),
-                  psBN=_retinanet('configs/retinanet_r50_psbn.py', device))
+    models = dict(
+        BN=_retinanet('configs/retinanet_r50_bn.py', device),
+        psBN=_retinanet('configs/retinanet_r50_psbn.py', device))
     models['psBN'].load_state_dict(models['BN'].state_dict())  # same net
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, *hw, generator=g).to(device)
@@ -155,29 +169,34 @@ def bench_retinanet_step(repeat, device, hw, batch):
     for _ in range(batch):
         xy = torch.rand(5, 2, generator=g) * torch.tensor(hw[::-1]) * 0.6
         wh = 32 + torch.rand(5, 2, generator=g) * 96
-        s = DetDataSample(metainfo=dict(img_shape=hw, pad_shape=hw,
-                                        batch_input_shape=hw))
+        s = DetDataSample(
+            metainfo=dict(img_shape=hw, pad_shape=hw, batch_input_shape=hw))
         s.gt_instances = InstanceData(
             bboxes=torch.cat([xy, xy + wh], 1).to(device),
             labels=torch.randint(0, 80, (5, ), generator=g).to(device))
         samples.append(s)
 
     def step(model):
-        opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9,
-                              weight_decay=1e-4)
+        opt = torch.optim.SGD(
+            model.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-4)
 
         def f():
             losses = model(x, samples, mode='loss')
-            loss = sum(v if torch.is_tensor(v) else sum(v)
-                       for v in losses.values())
+            loss = sum(
+                v if torch.is_tensor(v) else sum(v) for v in losses.values())
             opt.zero_grad()
             loss.backward()
             opt.step()
+
         return f
-    times = interleaved({k: step(m) for k, m in models.items()}, repeat,
+
+    times = interleaved({
+        k: step(m)
+        for k, m in models.items()
+    },
+                        repeat,
                         warmup=1)
-    report(f'RetinaNet-R50 train step {batch}x3x{hw[0]}x{hw[1]}', times,
-           'BN')
+    report(f'RetinaNet-R50 train step {batch}x3x{hw[0]}x{hw[1]}', times, 'BN')
 
 
 def main():
@@ -185,8 +204,10 @@ def main():
     parser.add_argument('--repeat', type=int, default=15)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--full-shapes', action='store_true')
-    parser.add_argument('--quick', action='store_true',
-                        help='3 repeats, small images: a smoke run')
+    parser.add_argument(
+        '--quick',
+        action='store_true',
+        help='3 repeats, small images: a smoke run')
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error(f'--repeat must be >= 1, got {args.repeat}')
@@ -197,8 +218,9 @@ def main():
     repeat = 3 if args.quick else args.repeat
     size = 128 if args.quick else 224
     torch.manual_seed(0)
-    dev = (torch.cuda.get_device_name() if args.device == 'cuda' else
-           platform.processor() or platform.machine())
+    dev = (
+        torch.cuda.get_device_name() if args.device == 'cuda' else
+        platform.processor() or platform.machine())
     print(f'device={args.device} ({dev}) torch={torch.__version__} '
           f'threads={torch.get_num_threads()} repeat={repeat}')
     shapes = SHAPES_FULL if args.full_shapes else SHAPES_CPU

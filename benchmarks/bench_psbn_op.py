@@ -38,15 +38,23 @@ def bench(layers, x, train, repeat):
     """Median seconds per layer, after 3 warm-up calls each."""
     for layer in layers.values():
         layer.train(train)
-    return medians(interleaved(
-        {name: functools.partial(_once, layer, x, train)
-         for name, layer in layers.items()}, repeat, warmup=3))
+    return medians(
+        interleaved(
+            {
+                name: functools.partial(_once, layer, x, train)
+                for name, layer in layers.items()
+            },
+            repeat,
+            warmup=3))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument(
-        '--shape', type=int, nargs=4, default=[8, 64, 56, 56],
+        '--shape',
+        type=int,
+        nargs=4,
+        default=[8, 64, 56, 56],
         metavar=('N', 'C', 'H', 'W'))
     parser.add_argument('--repeat', type=int, default=20)
     parser.add_argument('--device', default='cpu')
@@ -62,8 +70,10 @@ def main():
           f'threads={torch.get_num_threads()} repeat={args.repeat}')
     for train in (True, False):
         mode = 'train fwd+bwd' if train else 'eval fwd'
-        times = bench({n: m.to(args.device)
-                       for n, m in layers.items()}, x, train, args.repeat)
+        times = bench({
+            n: m.to(args.device)
+            for n, m in layers.items()
+        }, x, train, args.repeat)
         for name, t in times.items():
             print(f'{mode:14s} {name:6s} {t * 1e3:8.3f} ms  '
                   f'x{t / times["BN"]:.3f} vs BN')

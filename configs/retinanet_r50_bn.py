@@ -22,9 +22,8 @@ model = dict(
         # from $TORCH_HOME/hub/checkpoints/resnet50-0676ba61.pth when there
         # (downloaded there otherwise); or pass a local file with
         # --cfg-options model.backbone.init_cfg.checkpoint=/path/to.pth
-        init_cfg=dict(
-            checkpoint='https://download.pytorch.org/models/'
-            'resnet50-0676ba61.pth')))
+        init_cfg=dict(checkpoint='https://download.pytorch.org/models/'
+                      'resnet50-0676ba61.pth')))
 
 # The collapse monitor: collapsed/dead channels and FLOP sparsity every 50
 # iterations and each epoch, a report and plots in <work_dir>/collapse/.

@@ -88,11 +88,10 @@ def run_tool(args, cwd=None, env=None, timeout=600):
     full_env.update(env or {})
     if args[0].endswith('.py'):
         args = [sys.executable] + list(args)
-    return subprocess.run(
-        [str(a) for a in args],
-        cwd=cwd or REPO,
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=timeout)
+    return subprocess.run([str(a) for a in args],
+                          cwd=cwd or REPO,
+                          env=full_env,
+                          stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT,
+                          text=True,
+                          timeout=timeout)

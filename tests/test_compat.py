@@ -1,6 +1,6 @@
 # Copyright (c) mmdet-psbn contributors. All rights reserved.
-"""The upstream bugs that :mod:`mmdet_psbn.compat` works around, each shown
-on the upstream code alone, then fixed.
+"""The upstream bugs that :mod:`mmdet_psbn.compat` works around, each shown on
+the upstream code alone, then fixed.
 
 If a ``test_upstream_*`` test starts failing after an upgrade, upstream has
 fixed the bug: delete the matching fix in compat.py and its tests.
@@ -78,8 +78,11 @@ def test_allow_list_is_not_switched_off(tmp_path):
 
 def test_import_adds_exactly_the_listed_globals():
     """The allow-list is what ``import mmdet_psbn`` changes in torch's safe
-    loading (docs/upstream.md): no more, no less. (torch registers its own
-    DTensor classes when ``torch.distributed.tensor`` is first imported.)"""
+    loading (docs/upstream.md): no more, no less.
+
+    (torch registers its own
+    DTensor classes when ``torch.distributed.tensor`` is first imported.)
+    """
     proc = _run_python("""
         import torch
         before = list(torch.serialization.get_safe_globals())

@@ -42,22 +42,32 @@ def parse_args(argv=None):
         description='Measure filter collapse in checkpoints')
     parser.add_argument('checkpoints', nargs='+', help='checkpoint files')
     parser.add_argument(
-        '--labels', nargs='+', help='a name per checkpoint (default: file '
+        '--labels',
+        nargs='+',
+        help='a name per checkpoint (default: file '
         'names)')
     parser.add_argument(
-        '--out-dir', default='work_dirs/collapse_analysis',
+        '--out-dir',
+        default='work_dirs/collapse_analysis',
         help='where the JSON report and plots go')
     parser.add_argument(
-        '--config', help='model config, for FLOPs sparsity and the '
+        '--config',
+        help='model config, for FLOPs sparsity and the '
         'rectified channels the dead share covers (the model is built, no '
         'weights are loaded or downloaded)')
     parser.add_argument(
-        '--input-size', nargs=2, type=int, default=[512, 512],
-        metavar=('H', 'W'), help='input size of the FLOPs pass')
+        '--input-size',
+        nargs=2,
+        type=int,
+        default=[512, 512],
+        metavar=('H', 'W'),
+        help='input size of the FLOPs pass')
     parser.add_argument(
-        '--zero-init-layers', metavar='REGEX', help='treat layers whose '
+        '--zero-init-layers',
+        metavar='REGEX',
+        help='treat layers whose '
         'name matches as zero-initialised by design (e.g. "bn3$|bn2$" for '
-        "mmdet/torchvision ResNets with zero_init_residual). Without it "
+        'mmdet/torchvision ResNets with zero_init_residual). Without it '
         'only layers whose every gamma is exactly 0 are, and the flag is '
         'passed on along a series of checkpoints')
     parser.add_argument('--gamma-thr', type=float, default=GAMMA_THR)
@@ -105,12 +115,14 @@ def format_table(rows, labels) -> str:
     head = f'{"layer":<{width}} {"kind":<9} {"C":>5}'
     for label in labels:
         head += f' | {label[:18]:>18}'
-    lines = [head, f'{"":<{width}} {"":<9} {"":>5}' +
-             ' | collapsed/dead/min|g|' * len(labels), '-' * len(head)]
+    lines = [
+        head, f'{"":<{width}} {"":<9} {"":>5}' +
+        ' | collapsed/dead/min|g|' * len(labels), '-' * len(head)
+    ]
     for name in names:
         first = next(b[name] for b in by_name if name in b)
-        kinds = '/'.join(dict.fromkeys(b[name]['kind'] for b in by_name
-                                       if name in b))
+        kinds = '/'.join(
+            dict.fromkeys(b[name]['kind'] for b in by_name if name in b))
         line = f'{name:<{width}} {kinds:<9} {first["channels"]:>5}'
         for b in by_name:
             layer = b.get(name)
@@ -150,9 +162,12 @@ def main(argv=None):
                 if re.search(args.zero_init_layers, name)
             ]
         with user_errors(ValueError):  # the thresholds
-            stats = measure_state_dict(state_dict, args.gamma_thr,
-                                       args.prob_thr, zero_init,
-                                       previous=previous)
+            stats = measure_state_dict(
+                state_dict,
+                args.gamma_thr,
+                args.prob_thr,
+                zero_init,
+                previous=previous)
         if not stats.names:
             raise InputError(f'{path!r} has no BatchNorm-like layer '
                              '(weight, bias, running_mean, running_var)')
@@ -184,17 +199,20 @@ def main(argv=None):
               f'{100 * s["dead"]:.2f} % of {int(s["rectified_channels"])} '
               f'channels, zero-init {100 * s["zero_init"]:.2f} % (of which '
               f'dead {100 * s["zero_init_dead"]:.2f} %)' +
-              (f', FLOPs sparsity {100 * s["sparsity"]:.2f} %'
-               if 'sparsity' in s else ' (FLOPs sparsity: pass --config)'))
+              (f', FLOPs sparsity {100 * s["sparsity"]:.2f} %' if 'sparsity' in
+               s else ' (FLOPs sparsity: pass --config)'))
     if len(stats_list) > 1:
         for prev, cur, r in zip(stats_list, stats_list[1:], results[1:]):
             r['transitions'] = cur.transitions(prev)
 
-    dump_json(dict(gamma_thr=args.gamma_thr, prob_thr=args.prob_thr,
-                   checkpoints=results),
-              osp.join(args.out_dir, 'collapse_analysis.json'))
-    plot_gamma_hist(stats_list, labels,
-                    osp.join(args.out_dir, 'gamma_hist.png'))
+    dump_json(
+        dict(
+            gamma_thr=args.gamma_thr,
+            prob_thr=args.prob_thr,
+            checkpoints=results),
+        osp.join(args.out_dir, 'collapse_analysis.json'))
+    plot_gamma_hist(stats_list, labels, osp.join(args.out_dir,
+                                                 'gamma_hist.png'))
     keep = list(range(len(stats_list)))
     if len(keep) > MAX_SCATTERS:
         keep = keep[:MAX_SCATTERS // 2] + keep[-(MAX_SCATTERS // 2):]
@@ -204,12 +222,13 @@ def main(argv=None):
                         osp.join(args.out_dir, f'gamma_beta_{safe}.png'))
     if len(results) > 1:
         history = [
-            dict(checkpoint=i, **r['summary'])
-            for i, r in enumerate(results)
+            dict(checkpoint=i, **r['summary']) for i, r in enumerate(results)
         ]
-        plot_history(history, 'checkpoint',
-                     osp.join(args.out_dir, 'history.png'),
-                     title='Filter collapse over the checkpoints')
+        plot_history(
+            history,
+            'checkpoint',
+            osp.join(args.out_dir, 'history.png'),
+            title='Filter collapse over the checkpoints')
     print(f'\nreport and plots in {osp.abspath(args.out_dir)}')
 
 

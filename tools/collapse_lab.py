@@ -30,8 +30,9 @@ from mmdet_psbn.utils.checks import InputError
 from mmdet_psbn.utils.io import atomic_write, dump_json, json_default
 from mmdet_psbn.utils.tools import run_tool
 
-LAB_ROOT = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
-                    'projects', 'collapse_lab')
+LAB_ROOT = osp.join(
+    osp.dirname(osp.dirname(osp.abspath(__file__))), 'projects',
+    'collapse_lab')
 if LAB_ROOT not in sys.path:
     sys.path.insert(0, LAB_ROOT)
 
@@ -42,22 +43,34 @@ from collapse_lab.report import tables  # noqa: E402
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     which = parser.add_mutually_exclusive_group()
-    which.add_argument('--quick', action='store_true',
-                       help='the smaller run that CI checks (the settings '
-                       '"quick")')
-    which.add_argument('--settings', metavar='FILE',
-                       help='a settings JSON file, or the name of one in '
-                       'projects/collapse_lab/settings (default: full)')
-    parser.add_argument('--out-dir', default='docs',
-                        help='where figures and the JSON go')
-    parser.add_argument('--skip-training', action='store_true',
-                        help='only the two cheap parts (Theorem 1, law)')
-    parser.add_argument('--threads', type=int, default=2,
-                        help='intra-op CPU threads of the Monte Carlo and '
-                        'the recovery parts (default: %(default)s)')
-    parser.add_argument('--workers', type=int, default=2,
-                        help='processes for the training runs, one thread '
-                        'each (default: %(default)s)')
+    which.add_argument(
+        '--quick',
+        action='store_true',
+        help='the smaller run that CI checks (the settings '
+        '"quick")')
+    which.add_argument(
+        '--settings',
+        metavar='FILE',
+        help='a settings JSON file, or the name of one in '
+        'projects/collapse_lab/settings (default: full)')
+    parser.add_argument(
+        '--out-dir', default='docs', help='where figures and the JSON go')
+    parser.add_argument(
+        '--skip-training',
+        action='store_true',
+        help='only the two cheap parts (Theorem 1, law)')
+    parser.add_argument(
+        '--threads',
+        type=int,
+        default=2,
+        help='intra-op CPU threads of the Monte Carlo and '
+        'the recovery parts (default: %(default)s)')
+    parser.add_argument(
+        '--workers',
+        type=int,
+        default=2,
+        help='processes for the training runs, one thread '
+        'each (default: %(default)s)')
     args = parser.parse_args(argv)
     if args.threads < 1:
         raise InputError(f'--threads must be >= 1, got {args.threads}')
@@ -73,17 +86,20 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     os.makedirs(args.out_dir, exist_ok=True)
     start = time.time()
-    results = run_lab(cfg, mode=mode, out_dir=args.out_dir,
-                      training=not args.skip_training, log=print,
-                      workers=args.workers)
+    results = run_lab(
+        cfg,
+        mode=mode,
+        out_dir=args.out_dir,
+        training=not args.skip_training,
+        log=print,
+        workers=args.workers)
     results['wall_s'] = time.time() - start
     results['command'] = ' '.join(['python', 'tools/collapse_lab.py'] +
                                   (argv if argv is not None else sys.argv[1:]))
     name = f'lab_results{suffix}.json'
     dump_json(results, osp.join(args.out_dir, name))
     with atomic_write(osp.join(args.out_dir, f'lab_tables{suffix}.md')) as f:
-        f.write(tables(json.loads(json.dumps(results,
-                                             default=json_default))))
+        f.write(tables(json.loads(json.dumps(results, default=json_default))))
     print(f'done in {results["wall_s"]:.0f} s -> {args.out_dir}/{name}')
 
 

@@ -15,8 +15,9 @@ import re
 
 from mmdet_psbn.utils.checks import InputError
 from mmdet_psbn.utils.io import check_checkpoint, dump_json
-from mmdet_psbn.utils.tools import build_runner, load_config, run_tool
+from mmdet_psbn.utils.tools import build_runner, load_config
 from mmdet_psbn.utils.tools import parse_args as parse_common
+from mmdet_psbn.utils.tools import run_tool
 
 
 def parse_args(argv=None):
@@ -24,9 +25,12 @@ def parse_args(argv=None):
         description='Evaluate a snapshot ensemble (averaged softmax)')
     parser.add_argument('config', help='config file path')
     parser.add_argument('snapshots', nargs='*', help='checkpoint files')
-    parser.add_argument('--last', type=int, default=3,
-                        help='with --work-dir: how many of the last '
-                        'snapshots to ensemble (default 3)')
+    parser.add_argument(
+        '--last',
+        type=int,
+        default=3,
+        help='with --work-dir: how many of the last '
+        'snapshots to ensemble (default 3)')
     parser.add_argument('--out', help='write the results to this JSON file')
     return parse_common(parser, argv)
 
@@ -71,8 +75,8 @@ def main(argv=None):
     print(f'ensemble of {len(snapshots)} (averaged softmax): top1 '
           f'{acc:.2f} %')
     if args.out:
-        dump_json(dict(snapshots=snapshots, single=singles, ensemble=acc),
-                  args.out)
+        dump_json(
+            dict(snapshots=snapshots, single=singles, ensemble=acc), args.out)
 
 
 if __name__ == '__main__':

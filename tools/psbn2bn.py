@@ -58,8 +58,9 @@ def convert(checkpoint, path='IN'):
         folded = fold_psbn_state_dict(state_dict)
     except ValueError as e:
         raise InputError(f'{path}: {e}') from e
-    alphas = sorted({round(state_dict[p + 'alpha'].item(), 8)
-                     for p in prefixes})
+    alphas = sorted(
+        {round(state_dict[p + 'alpha'].item(), 8)
+         for p in prefixes})
     record = dict(num_layers=len(prefixes), alpha=alphas)
     if not is_mmengine:
         return folded, record

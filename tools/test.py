@@ -1,20 +1,20 @@
 # Copyright (c) mmdet-psbn contributors. All rights reserved.
 """Evaluate a checkpoint on the config's test set.
 
-    python tools/test.py CONFIG CHECKPOINT [--out results.pkl]
-        [--work-dir DIR] [--cfg-options k=v ...] [--launcher pytorch]
+python tools/test.py CONFIG CHECKPOINT [--out results.pkl]
+    [--work-dir DIR] [--cfg-options k=v ...] [--launcher pytorch]
 """
 import argparse
 
 from mmdet_psbn.utils.checks import InputError, check_data_paths
 from mmdet_psbn.utils.io import check_checkpoint
-from mmdet_psbn.utils.tools import build_runner, load_config, run_tool
+from mmdet_psbn.utils.tools import build_runner, load_config
 from mmdet_psbn.utils.tools import parse_args as parse_common
+from mmdet_psbn.utils.tools import run_tool
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description='Test (and evaluate) a model')
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a model')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument(
@@ -33,7 +33,8 @@ def main(argv=None):
     cfg = load_config(args)
     check_checkpoint(args.checkpoint)
     check_data_paths(
-        cfg, dataloaders=('test_dataloader', ),
+        cfg,
+        dataloaders=('test_dataloader', ),
         evaluators=('test_evaluator', ))
     cfg.load_from = args.checkpoint
 

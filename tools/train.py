@@ -12,8 +12,9 @@ import torch
 
 from mmdet_psbn.utils.checks import InputError, check_data_paths
 from mmdet_psbn.utils.io import check_checkpoint
-from mmdet_psbn.utils.tools import build_runner, load_config, run_tool
+from mmdet_psbn.utils.tools import build_runner, load_config
 from mmdet_psbn.utils.tools import parse_args as parse_common
+from mmdet_psbn.utils.tools import run_tool
 
 
 def parse_args(argv=None):

@@ -1,3 +1,4 @@
-# Moved to projects/psbn_cifar/configs/resnet20_psbn_restart9x100_device.py; kept here so that commands
-# written with this path keep working.
-_base_ = '../../projects/psbn_cifar/configs/resnet20_psbn_restart9x100_device.py'
+# Moved to projects/psbn_cifar/configs/ (same name); kept here so that
+# commands written with this path keep working.
+_base_ = ('../../projects/psbn_cifar/configs/'
+          'resnet20_psbn_restart9x100_device.py')

@@ -1,3 +1,4 @@
-# Moved to projects/psbn_cifar/configs/resnet56_psbn_restart9x100.py; kept here so that commands
-# written with this path keep working.
-_base_ = '../../projects/psbn_cifar/configs/resnet56_psbn_restart9x100.py'
+# Moved to projects/psbn_cifar/configs/ (same name); kept here so that
+# commands written with this path keep working.
+_base_ = ('../../projects/psbn_cifar/configs/'
+          'resnet56_psbn_restart9x100.py')

@@ -11,10 +11,12 @@
 # epochs (756 iterations, 94.3 % test top-1 with 1 CPU thread), weight decay
 # 1e-4, BN statistics and parameters trained, residual BNs from gamma=1
 # (zero_init_residual=False, as torchvision's).
-_base_ = ['../../projects/psbn_cifar/configs/_base_/datasets/cifar10_bs128.py',
-          '../../projects/psbn_cifar/configs/_base_/default_runtime.py']
-custom_imports = dict(imports=['psbn_cifar', 'mmdet.models'],
-                      allow_failed_imports=False)
+_base_ = [
+    '../../projects/psbn_cifar/configs/_base_/datasets/cifar10_bs128.py',
+    '../../projects/psbn_cifar/configs/_base_/default_runtime.py'
+]
+custom_imports = dict(
+    imports=['psbn_cifar', 'mmdet.models'], allow_failed_imports=False)
 
 data_root = 'data/digits_cifar_demo'
 model = dict(
@@ -44,10 +46,14 @@ train_pipeline = [
 # NOTE: batch 64 on one process: 4,000 images = 63 iterations an epoch.
 # num_workers=0 keeps CPU runs deterministic and starts fast.
 train_dataloader = dict(
-    batch_size=64, num_workers=0, persistent_workers=False,
+    batch_size=64,
+    num_workers=0,
+    persistent_workers=False,
     dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(
-    batch_size=250, num_workers=0, persistent_workers=False,
+    batch_size=250,
+    num_workers=0,
+    persistent_workers=False,
     dataset=dict(data_root=data_root))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='Accuracy', topk=(1, ))
@@ -58,11 +64,15 @@ optim_wrapper = dict(
     optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=1e-4))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=30),
-    dict(type='CosineAnnealingLR', T_max=max_epochs, eta_min=1e-3,
-         by_epoch=True, begin=0, end=max_epochs)
+    dict(
+        type='CosineAnnealingLR',
+        T_max=max_epochs,
+        eta_min=1e-3,
+        by_epoch=True,
+        begin=0,
+        end=max_epochs)
 ]
-train_cfg = dict(by_epoch=True, max_epochs=max_epochs,
-                 val_interval=max_epochs)
+train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=max_epochs)
 val_cfg = dict()
 test_cfg = dict()
 default_hooks = dict(

@@ -24,8 +24,7 @@ pretrained = 'work_dirs/demo/pretrain/epoch_12.pth'
 model = dict(
     # NOTE: stage 1's normalisation (RGB, mean 128, std 64), as mmdet uses
     # the ImageNet weights' own.
-    data_preprocessor=dict(mean=[128.0] * 3, std=[64.0] * 3,
-                           bgr_to_rgb=True),
+    data_preprocessor=dict(mean=[128.0] * 3, std=[64.0] * 3, bgr_to_rgb=True),
     # NOTE: ResNet-18 at a quarter width (16/32/64/128 channels). The BN
     # layers train (statistics too: norm_eval=False) and no stage is
     # frozen, unlike mmdet's RetinaNet (norm_eval=True, frozen_stages=1):
@@ -101,8 +100,12 @@ optim_wrapper = dict(
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
-         milestones=[max_epochs - 1])
+    dict(
+        type='MultiStepLR',
+        begin=0,
+        end=max_epochs,
+        by_epoch=True,
+        milestones=[max_epochs - 1])
 ]
 default_hooks = dict(
     logger=dict(interval=16),

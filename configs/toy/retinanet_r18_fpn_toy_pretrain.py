@@ -17,8 +17,7 @@ _base_ = './retinanet_r50_fpn_toy.py'
 data_root = 'data/toy_coco_demo/'
 model = dict(
     backbone=dict(
-        depth=18, norm_eval=False, frozen_stages=-1,
-        zero_init_residual=False),
+        depth=18, norm_eval=False, frozen_stages=-1, zero_init_residual=False),
     neck=dict(in_channels=[64, 128, 256, 512]),
     bbox_head=dict(
         norm_cfg=dict(type='GN', num_groups=32, requires_grad=True),

@@ -54,7 +54,8 @@ test_evaluator = val_evaluator
 train_cfg = dict(max_epochs=12, val_interval=4)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=20),
-    dict(type='MultiStepLR', begin=0, end=12, by_epoch=True, milestones=[9, 11])
+    dict(
+        type='MultiStepLR', begin=0, end=12, by_epoch=True, milestones=[9, 11])
 ]
 default_hooks = dict(
     logger=dict(interval=8), checkpoint=dict(interval=4, max_keep_ckpts=1))

@@ -83,8 +83,8 @@ PROB_THR = 1e-3
 
 
 def layer_kind(module: nn.Module) -> Optional[str]:
-    """Short name of a norm layer's kind, or None if it is not one we
-    measure (no affine transform, or not a norm layer)."""
+    """Short name of a norm layer's kind, or None if it is not one we measure
+    (no affine transform, or not a norm layer)."""
     if isinstance(module, PostShiftedSyncBatchNorm):
         kind = 'psSyncBN'
     elif isinstance(module, PostShiftedBatchNorm2d):
@@ -119,8 +119,10 @@ def norm_layers(model: nn.Module) -> List[Tuple[str, nn.Module, str]]:
 
 def stage_of(name: str) -> str:
     """The stage a layer belongs to, for the per-stage breakdown:
+
     ``backbone.layer2.0.bn1`` -> ``backbone.layer2``, ``backbone.bn1`` ->
-    ``backbone.stem``."""
+    ``backbone.stem``.
+    """
     parts = name.split('.')
     if len(parts) >= 3:
         return '.'.join(parts[:2])
@@ -171,8 +173,8 @@ class CollapseStats:
         return int(self.offsets[-1])
 
     def _per_channel(self, per_layer: np.ndarray) -> np.ndarray:
-        return np.repeat(np.asarray(per_layer, dtype=bool),
-                         np.diff(self.offsets))
+        return np.repeat(
+            np.asarray(per_layer, dtype=bool), np.diff(self.offsets))
 
     def _counted(self) -> np.ndarray:
         """Per-channel mask: False for the channels of zero-init layers
@@ -219,15 +221,15 @@ class CollapseStats:
             zero_init=float((~counted).sum()) / max(self.num_channels, 1),
             # Not hidden: zero-init channels whose bias went negative are
             # dead for good under BN (psBN revives them).
-            zero_init_dead=float((self.dead & ~counted).sum()) /
-            max(int((~counted).sum()), 1),
+            zero_init_dead=float(
+                (self.dead & ~counted).sum()) / max(int((~counted).sum()), 1),
             channels=float(self.num_channels),
             rectified_channels=float(rect.sum()),
             dead_rule=self.dead_rule)
         probed = counted & self._probed()
         if probed.any():
-            out['inactive'] = float(
-                self.inactive[probed].sum()) / int(probed.sum())
+            out['inactive'] = float(self.inactive[probed].sum()) / int(
+                probed.sum())
         sparsity = self.sparsity()
         if sparsity is not None:
             out['sparsity'] = sparsity
@@ -264,8 +266,7 @@ class CollapseStats:
                 collapsed=float(self.collapsed[c].sum()) / max(len(c), 1),
                 dead=float(self.dead[r].sum()) / max(len(r), 1))
             if len(p):
-                out[stage]['inactive'] = float(
-                    self.inactive[p].sum()) / len(p)
+                out[stage]['inactive'] = float(self.inactive[p].sum()) / len(p)
         return out
 
     def per_layer(self) -> List[dict]:
@@ -299,8 +300,8 @@ class CollapseStats:
         """Channels that entered / left the dead region since ``previous``.
 
         Layers are matched by name (a layer absent from either side is
-        skipped); zero-init channels on either side are skipped too, and so
-        are channels that are not rectified now.
+        skipped); zero-init channels on either side are skipped too, and so are
+        channels that are not rectified now.
         """
         prev = {n: i for i, n in enumerate(previous.names)}
         counted_now = self._counted() & self._rectified()
@@ -340,8 +341,8 @@ class CollapseStats:
 
     @classmethod
     def from_state(cls, state: Mapping) -> 'CollapseStats':
-        """The inverse of :meth:`state` (also of the states of versions
-        before ``grown`` and ``rectified`` were kept)."""
+        """The inverse of :meth:`state` (also of the states of versions before
+        ``grown`` and ``rectified`` were kept)."""
         stats = _build(state['names'], state['kinds'], state['alphas'],
                        state['offsets'].numpy(), state['abs_gamma'].numpy(),
                        state['shifted_beta'].numpy(),
@@ -356,11 +357,13 @@ class CollapseStats:
     def _grown(self) -> np.ndarray:
         return self.grown if self.grown is not None else ~self.collapsed
 
-    def attach_inactive(self, inactive: Mapping[str, np.ndarray]
-                        ) -> 'CollapseStats':
+    def attach_inactive(self,
+                        inactive: Mapping[str, np.ndarray]) -> 'CollapseStats':
         """Attach an activation probe's result (:attr:`ActivationProbe.
+
         inactive`: a boolean mask per layer name; layers it lacks, or whose
-        channel count differs, are not probed). Returns ``self``."""
+        channel count differs, are not probed). Returns ``self``.
+        """
         self.inactive = np.zeros(self.num_channels, dtype=bool)
         self.probed = np.zeros(len(self.names), dtype=bool)
         for i, name in enumerate(self.names):
@@ -373,8 +376,8 @@ class CollapseStats:
 
 
 def _phi_ratio(shifted_beta: np.ndarray, abs_gamma: np.ndarray) -> np.ndarray:
-    """Φ(b/g) with Φ(±inf) for g == 0, elementwise, via erfc for accuracy
-    in the far tail."""
+    """Φ(b/g) with Φ(±inf) for g == 0, elementwise, via erfc for accuracy in
+    the far tail."""
     with np.errstate(divide='ignore', invalid='ignore'):
         ratio = np.where(abs_gamma > 0, shifted_beta / abs_gamma,
                          np.where(shifted_beta > 0, np.inf, -np.inf))
@@ -382,11 +385,23 @@ def _phi_ratio(shifted_beta: np.ndarray, abs_gamma: np.ndarray) -> np.ndarray:
     return 0.5 * erfc(-ratio / math.sqrt(2.0))
 
 
-def _build(names, kinds, alphas, offsets, abs_gamma, shifted_beta, zero_init,
-           gamma_thr, prob_thr, meta=None, zero_init_layers=(),
+def _build(names,
+           kinds,
+           alphas,
+           offsets,
+           abs_gamma,
+           shifted_beta,
+           zero_init,
+           gamma_thr,
+           prob_thr,
+           meta=None,
+           zero_init_layers=(),
            previous: Optional[CollapseStats] = None) -> CollapseStats:
-    """The stats of one measurement. ``zero_init`` None: decide it (and
-    ``grown``, ``rectified``) from ``previous`` and ``zero_init_layers``."""
+    """The stats of one measurement.
+
+    ``zero_init`` None: decide it (and
+    ``grown``, ``rectified``) from ``previous`` and ``zero_init_layers``.
+    """
     abs_gamma = np.asarray(abs_gamma, dtype=np.float64)
     shifted_beta = np.asarray(shifted_beta, dtype=np.float64)
     offsets = np.asarray(offsets, dtype=np.int64)
@@ -402,13 +417,13 @@ def _build(names, kinds, alphas, offsets, abs_gamma, shifted_beta, zero_init,
         for i, name in enumerate(names):
             s = slice(int(offsets[i]), int(offsets[i + 1]))
             j = before.get(name)
-            if j is not None and (offsets[i + 1] - offsets[i] ==
-                                  previous.offsets[j + 1] -
+            if j is not None and (offsets[i + 1] - offsets[i]
+                                  == previous.offsets[j + 1] -
                                   previous.offsets[j]):
                 # Decided at the first measurement, never re-tested.
                 zero_init[i] = previous.zero_init[j] or name in known
-                grown[s] |= prev_grown[int(previous.offsets[j]):
-                                       int(previous.offsets[j + 1])]
+                grown[s] |= prev_grown[int(previous.offsets[j]
+                                           ):int(previous.offsets[j + 1])]
             else:  # this layer's first measurement
                 zero_init[i] = name in known or not abs_gamma[s].any()
         if previous is not None and previous.rectified is not None:
@@ -433,8 +448,8 @@ def _build(names, kinds, alphas, offsets, abs_gamma, shifted_beta, zero_init,
 
 
 def check_thresholds(gamma_thr: float, prob_thr: float) -> None:
-    """Raise ``ValueError`` unless ``gamma_thr > 0`` (finite) and
-    ``0 < prob_thr < 1``."""
+    """Raise ``ValueError`` unless ``gamma_thr > 0`` (finite) and ``0 <
+    prob_thr < 1``."""
     if not (isinstance(gamma_thr, (int, float)) and gamma_thr > 0
             and math.isfinite(gamma_thr)):
         raise ValueError(f'gamma_thr must be a positive number, got '
@@ -468,8 +483,8 @@ def measure_model(model: nn.Module,
     check_thresholds(gamma_thr, prob_thr)
     layers = norm_layers(model)
     if not layers:
-        return _build([], [], [], np.zeros(1, np.int64), [], [], [],
-                      gamma_thr, prob_thr)
+        return _build([], [], [], np.zeros(1, np.int64), [], [], [], gamma_thr,
+                      prob_thr)
     with torch.no_grad():
         parts = []
         for _, m, _ in layers:
@@ -480,9 +495,15 @@ def measure_model(model: nn.Module,
     sizes = [p.shape[1] for p in parts]
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     return _build([n for n, _, _ in layers], [k for _, _, k in layers],
-                  [_alpha(m) for _, m, _ in layers], offsets, packed[0],
-                  packed[1], None, gamma_thr, prob_thr,
-                  zero_init_layers=zero_init_layers, previous=previous)
+                  [_alpha(m) for _, m, _ in layers],
+                  offsets,
+                  packed[0],
+                  packed[1],
+                  None,
+                  gamma_thr,
+                  prob_thr,
+                  zero_init_layers=zero_init_layers,
+                  previous=previous)
 
 
 def bn_layers_in_state_dict(
@@ -499,16 +520,19 @@ def bn_layers_in_state_dict(
     ]
 
 
-def measure_state_dict(state_dict: Mapping[str, torch.Tensor],
-                       gamma_thr: float = GAMMA_THR,
-                       prob_thr: float = PROB_THR,
-                       zero_init_layers: Iterable[str] = (),
-                       previous: Optional[CollapseStats] = None
-                       ) -> CollapseStats:
-    """Measure the BN-like layers of a state dict (psBN where an
-    ``alpha`` entry is present); ``zero_init_layers`` and ``previous`` as
-    for :func:`measure_model`. A state dict does not tell which layers are
-    rectified: attach a graph (:func:`attach_flops`) for that."""
+def measure_state_dict(
+        state_dict: Mapping[str, torch.Tensor],
+        gamma_thr: float = GAMMA_THR,
+        prob_thr: float = PROB_THR,
+        zero_init_layers: Iterable[str] = (),
+        previous: Optional[CollapseStats] = None) -> CollapseStats:
+    """Measure the BN-like layers of a state dict (psBN where an ``alpha``
+    entry is present); ``zero_init_layers`` and ``previous`` as for
+    :func:`measure_model`.
+
+    A state dict does not tell which layers are
+    rectified: attach a graph (:func:`attach_flops`) for that.
+    """
     check_thresholds(gamma_thr, prob_thr)
     names, kinds, alphas, gammas, betas = [], [], [], [], []
     for prefix in bn_layers_in_state_dict(state_dict):
@@ -523,16 +547,27 @@ def measure_state_dict(state_dict: Mapping[str, torch.Tensor],
     sizes = [len(g) for g in gammas]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0))
-    return _build(names, kinds, alphas, offsets, cat(gammas), cat(betas),
-                  None, gamma_thr, prob_thr,
-                  zero_init_layers=zero_init_layers, previous=previous)
+    return _build(
+        names,
+        kinds,
+        alphas,
+        offsets,
+        cat(gammas),
+        cat(betas),
+        None,
+        gamma_thr,
+        prob_thr,
+        zero_init_layers=zero_init_layers,
+        previous=previous)
 
 
 def attach_flops(stats: CollapseStats, flops_map) -> CollapseStats:
     """Give ``stats`` the per-channel removable FLOPs of a
-    :class:`~mmdet_psbn.analysis.flops.ChannelFlops` (layers it does not
-    know get 0) and its rectified layers (:func:`attach_rectified`).
-    Returns ``stats``."""
+    :class:`~mmdet_psbn.analysis.flops.ChannelFlops` (layers it does not know
+    get 0) and its rectified layers (:func:`attach_rectified`).
+
+    Returns ``stats``.
+    """
     per_channel = np.zeros(stats.num_channels)
     for i, name in enumerate(stats.names):
         f = flops_map.removable.get(name)
@@ -548,7 +583,10 @@ def attach_flops(stats: CollapseStats, flops_map) -> CollapseStats:
 def attach_rectified(stats: CollapseStats, flops_map) -> CollapseStats:
     """Give ``stats`` the rectified layers read from the graph
     (:attr:`ChannelFlops.rectified`; layers it does not know count as not
-    rectified), so that ``dead`` covers only those. Returns ``stats``."""
+    rectified), so that ``dead`` covers only those.
+
+    Returns ``stats``.
+    """
     rectified = getattr(flops_map, 'rectified', None)
     if rectified:
         stats.rectified = np.array(
@@ -557,9 +595,9 @@ def attach_rectified(stats: CollapseStats, flops_map) -> CollapseStats:
 
 
 class ActivationProbe:
-    """Record which channels of some norm layers never output a positive
-    value during the forward passes run inside the block (the activation
-    measure, see the module docstring).
+    """Record which channels of some norm layers never output a positive value
+    during the forward passes run inside the block (the activation measure, see
+    the module docstring).
 
     Forward hooks exist only inside the block; each does one reduction
     (``output > 0`` anywhere over the batch and spatial positions) under
@@ -604,18 +642,19 @@ class ActivationProbe:
                 return
             with torch.no_grad():
                 dims = [0] + list(range(2, output.dim()))
-                fired = output.detach().gt(0).any(dim=dims) if len(
-                    dims) > 1 else output.detach().gt(0).any(dim=0)
+                fired = output.detach().gt(0).any(
+                    dim=dims) if len(dims) > 1 else output.detach().gt(0).any(
+                        dim=0)
                 before = self._fired.get(name)
-                self._fired[name] = fired if before is None else (
-                    before | fired)
+                self._fired[name] = fired if before is None else (before
+                                                                  | fired)
 
         return hook
 
     @property
     def inactive(self) -> Dict[str, np.ndarray]:
-        """Per probed layer that ran, the mask of channels that never
-        output a positive value (one host-device copy)."""
+        """Per probed layer that ran, the mask of channels that never output a
+        positive value (one host-device copy)."""
         if not self._fired:
             return {}
         names = list(self._fired)

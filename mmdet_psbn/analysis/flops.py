@@ -49,8 +49,8 @@ from torch.nn.modules.conv import _ConvNd
 from .collapse import layer_kind
 
 __all__ = [
-    'CHANNELWISE', 'RECTIFIERS', 'SIGN_PRESERVING', 'ChannelFlops',
-    'ConvCall', 'channel_flops', 'default_forward'
+    'CHANNELWISE', 'RECTIFIERS', 'SIGN_PRESERVING', 'ChannelFlops', 'ConvCall',
+    'channel_flops', 'default_forward'
 ]
 
 # The rectifiers after which a channel that is never positive is dead.
@@ -65,18 +65,17 @@ CHANNELWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU,
                nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
                nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Identity, nn.Dropout,
                nn.Dropout2d, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
-               nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-               nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
-               nn.AdaptiveMaxPool2d)
+               nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
+               nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
 @dataclass
 class ConvCall:
     """One call of a conv in the forward pass (a shared head conv is called
-    once per pyramid level): its shape, ``unit`` = multiply-adds of one
-    (input channel, output channel) pair, and the norm layers whose
-    channels are its output channels (``out_norms``: the conv produces
-    them) or its input channels (``in_norms``: it consumes them)."""
+    once per pyramid level): its shape, ``unit`` = multiply-adds of one (input
+    channel, output channel) pair, and the norm layers whose channels are its
+    output channels (``out_norms``: the conv produces them) or its input
+    channels (``in_norms``: it consumes them)."""
     name: str
     in_channels: int
     out_channels: int
@@ -90,9 +89,9 @@ class ConvCall:
         return self.unit * self.out_channels * self.in_channels / self.groups
 
     def removed(self, out_mask: np.ndarray, in_mask: np.ndarray) -> float:
-        """Multiply-adds removed when the output channels ``out_mask`` and
-        the input channels ``in_mask`` are removed: every (input, output)
-        pair of a group that has either side removed, each pair once."""
+        """Multiply-adds removed when the output channels ``out_mask`` and the
+        input channels ``in_mask`` are removed: every (input, output) pair of a
+        group that has either side removed, each pair once."""
         g = self.groups
         o = out_mask.reshape(g, -1).sum(1).astype(float)
         i = in_mask.reshape(g, -1).sum(1).astype(float)
@@ -106,9 +105,9 @@ class ChannelFlops:
     collapses alone (``removable``), the model's total conv multiply-adds
     (``total``), what was found for each layer (``links``: producer and
     consumer conv names), the conv calls (``calls``), from which
-    :meth:`removed` counts what a set of collapsed channels removes
-    together, and whether each norm layer's output goes into a rectifier
-    first (``rectified``, see the module docstring)."""
+    :meth:`removed` counts what a set of collapsed channels removes together,
+    and whether each norm layer's output goes into a rectifier first
+    (``rectified``, see the module docstring)."""
     removable: Dict[str, np.ndarray]
     total: float
     links: Dict[str, dict] = field(default_factory=dict)
@@ -121,9 +120,8 @@ class ChannelFlops:
         return [name for name, r in self.rectified.items() if r]
 
     def removed(self, collapsed: Dict[str, np.ndarray]) -> float:
-        """Conv multiply-adds removed by the collapsed channels
-        (``collapsed``: a boolean mask per norm layer name; layers not in it
-        remove nothing).
+        """Conv multiply-adds removed by the collapsed channels (``collapsed``:
+        a boolean mask per norm layer name; layers not in it remove nothing).
 
         Summing ``removable`` would count twice the pairs of a conv whose
         input channel and output channel are both collapsed (the conv
@@ -166,8 +164,8 @@ def _conv_macs_per_in_channel(conv: _ConvNd, out: torch.Tensor) -> float:
 
 
 def default_forward(model: nn.Module, inputs: torch.Tensor):
-    """Run ``model`` on a plain image tensor: mmengine models (mmdet
-    detectors, classifiers) in ``mode='tensor'``, anything else directly."""
+    """Run ``model`` on a plain image tensor: mmengine models (mmdet detectors,
+    classifiers) in ``mode='tensor'``, anything else directly."""
     from mmengine.model import BaseModel
     if isinstance(model, BaseModel):
         return model(inputs, mode='tensor')
@@ -207,12 +205,11 @@ def channel_flops(model: nn.Module,
         in_keys = pending[id(module)].pop()
         if isinstance(output, torch.Tensor):
             keep.append(output)
-            events.append((names[module], module, in_keys, key(output),
-                           output))
+            events.append(
+                (names[module], module, in_keys, key(output), output))
 
     watched = [
-        m for m in model.modules()
-        if _is_conv(m) or layer_kind(m) is not None
+        m for m in model.modules() if _is_conv(m) or layer_kind(m) is not None
         or isinstance(m, CHANNELWISE + RECTIFIERS + SIGN_PRESERVING)
     ]
     handles = []
@@ -287,8 +284,8 @@ def channel_flops(model: nn.Module,
 
 
 def _is_rectified(key, readers) -> bool:
-    """Whether the tensor ``key`` reaches a rectifier through only
-    sign-preserving modules, and nothing else reads it on the way."""
+    """Whether the tensor ``key`` reaches a rectifier through only sign-
+    preserving modules, and nothing else reads it on the way."""
     seen = set()
     while key not in seen:
         seen.add(key)

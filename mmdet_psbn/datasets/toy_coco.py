@@ -38,14 +38,21 @@ MANIFEST = 'toy_coco.json'
 FORMAT_VERSION = 1
 
 
+def _apart(a: tuple, b: tuple, frac: float = 0.3) -> bool:
+    """Whether box ``a`` (x0, y0, x1, y1) overlaps box ``b`` by at most
+    ``frac`` of its width or of its height."""
+    return (min(a[2], b[2]) - max(a[0], b[0]) <= frac * (a[2] - a[0])
+            or min(a[3], b[3]) - max(a[1], b[1]) <= frac * (a[3] - a[1]))
+
+
 def draw_background(rng: np.random.RandomState, size: int) -> np.ndarray:
     """A smooth colour gradient plus mild noise, uint8 HxWx3."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
     corners = rng.uniform(40, 215, size=(4, 3)).astype(np.float32)
-    img = (corners[0] * ((1 - x) * (1 - y))[..., None] +
-           corners[1] * (x * (1 - y))[..., None] +
-           corners[2] * ((1 - x) * y)[..., None] +
-           corners[3] * (x * y)[..., None])
+    img = (
+        corners[0] * ((1 - x) * (1 - y))[..., None] + corners[1] *
+        (x * (1 - y))[..., None] + corners[2] * ((1 - x) * y)[..., None] +
+        corners[3] * (x * y)[..., None])
     img += rng.normal(0, 8, size=img.shape).astype(np.float32)
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -55,8 +62,8 @@ def _polygon(rng: np.random.RandomState, label: int, cx: float, cy: float,
     """Vertices (N, 2) of the object's outline: exact for squares and
     triangles, a 32-gon for circles."""
     if label == 0:  # square, axis aligned
-        return np.array([[cx - r, cy - r], [cx + r, cy - r],
-                         [cx + r, cy + r], [cx - r, cy + r]])
+        return np.array([[cx - r, cy - r], [cx + r, cy - r], [cx + r, cy + r],
+                         [cx - r, cy + r]])
     if label == 1:  # circle
         t = np.linspace(0, 2 * np.pi, 32, endpoint=False)
         return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1)
@@ -79,16 +86,16 @@ def _draw_image(rng: np.random.RandomState, size: int, max_objects: int,
             poly = _polygon(rng, label, cx, cy, r)
             x0, y0 = np.clip(poly.min(0), 0, size)
             x1, y1 = np.clip(poly.max(0), 0, size)
-            if all(min(x1, bx1) - max(x0, bx0) <= 0.3 * (x1 - x0) or
-                   min(y1, by1) - max(y0, by0) <= 0.3 * (y1 - y0)
-                   for bx0, by0, bx1, by1 in boxes):
+            if all(_apart((x0, y0, x1, y1), box) for box in boxes):
                 break
         else:
             continue
         boxes.append((x0, y0, x1, y1))
         colour = tuple(int(c) for c in rng.randint(0, 256, size=3))
-        cv2.fillPoly(img, [np.round(poly).astype(np.int32)], colour,
-                     lineType=cv2.LINE_AA)
+        cv2.fillPoly(
+            img, [np.round(poly).astype(np.int32)],
+            colour,
+            lineType=cv2.LINE_AA)
         # Shoelace formula: the polygon's area, as COCO's ``area`` field.
         px, py = poly[:, 0], poly[:, 1]
         area = 0.5 * abs(
@@ -103,11 +110,11 @@ def _draw_image(rng: np.random.RandomState, size: int, max_objects: int,
     return img, anns
 
 
-def write_coco_split(root: str, split: str, num_images: int,
-                     image_size: int,
-                     draw: Callable[[], Tuple[np.ndarray, List[dict]]],
-                     classes: Sequence[str], supercategory: str,
-                     description: str) -> None:
+def write_coco_split(root: str, split: str, num_images: int, image_size: int,
+                     draw: Callable[[],
+                                    Tuple[np.ndarray,
+                                          List[dict]]], classes: Sequence[str],
+                     supercategory: str, description: str) -> None:
     """Write one split of a generated COCO-format set.
 
     ``<root>/<split>2017/000000000001.png ...`` (``num_images`` square
@@ -127,8 +134,10 @@ def write_coco_split(root: str, split: str, num_images: int,
         file_name = f'{i:012d}.png'
         if not cv2.imwrite(osp.join(img_dir, file_name), img):
             raise OSError(f'could not write {osp.join(img_dir, file_name)}')
-        images.append(dict(id=i, file_name=file_name, width=image_size,
-                           height=image_size))
+        images.append(
+            dict(
+                id=i, file_name=file_name, width=image_size,
+                height=image_size))
         for ann in anns:
             ann.update(id=len(annotations) + 1, image_id=i)
             annotations.append(ann)
@@ -136,8 +145,9 @@ def write_coco_split(root: str, split: str, num_images: int,
         dict(id=i + 1, name=name, supercategory=supercategory)
         for i, name in enumerate(classes)
     ]
-    with open(osp.join(root, 'annotations', f'instances_{split}2017.json'),
-              'w') as f:
+    with open(
+            osp.join(root, 'annotations', f'instances_{split}2017.json'),
+            'w') as f:
         json.dump(
             dict(
                 info=dict(description=description),
@@ -146,8 +156,11 @@ def write_coco_split(root: str, split: str, num_images: int,
                 categories=categories), f)
 
 
-def build_data_root(root: str, manifest: str, args: Dict,
-                    write: Callable[[str], None], kind: str,
+def build_data_root(root: str,
+                    manifest: str,
+                    args: Dict,
+                    write: Callable[[str], None],
+                    kind: str,
                     force: bool = False) -> Dict:
     """Make a generated data root atomically, or keep the same one.
 
@@ -195,13 +208,16 @@ def build_data_root(root: str, manifest: str, args: Dict,
     return args
 
 
-def build_coco_root(root: str, manifest: str, args: Dict,
+def build_coco_root(root: str,
+                    manifest: str,
+                    args: Dict,
                     draw_split: Callable[[str, str, int, int], None],
-                    kind: str, force: bool = False) -> Dict:
+                    kind: str,
+                    force: bool = False) -> Dict:
     """:func:`build_data_root` for a COCO-format set of a ``train`` and a
-    ``val`` split: ``draw_split(folder, split, num_images, seed)`` writes
-    each (``args['num_train']`` images seeded ``args['seed']``,
-    ``args['num_val']`` seeded ``args['seed'] + 1``)."""
+    ``val`` split: ``draw_split(folder, split, num_images, seed)`` writes each
+    (``args['num_train']`` images seeded ``args['seed']``, ``args['num_val']``
+    seeded ``args['seed'] + 1``)."""
 
     def write(tmp):
         os.makedirs(osp.join(tmp, 'annotations'))
@@ -211,9 +227,14 @@ def build_coco_root(root: str, manifest: str, args: Dict,
     return build_data_root(root, manifest, args, write, kind, force)
 
 
-def make_toy_coco(root: str, num_train: int = 64, num_val: int = 16,
-                  image_size: int = 128, max_objects: int = 3,
-                  min_size: int = 20, max_size: int = 56, seed: int = 0,
+def make_toy_coco(root: str,
+                  num_train: int = 64,
+                  num_val: int = 16,
+                  image_size: int = 128,
+                  max_objects: int = 3,
+                  min_size: int = 20,
+                  max_size: int = 56,
+                  seed: int = 0,
                   force: bool = False) -> Dict:
     """Write the toy set under ``root`` (see the module docstring).
 
@@ -233,10 +254,15 @@ def make_toy_coco(root: str, num_train: int = 64, num_val: int = 16,
     Returns:
         dict: The manifest written to ``root/toy_coco.json``.
     """
-    args = dict(format_version=FORMAT_VERSION, num_train=num_train,
-                num_val=num_val, image_size=image_size,
-                max_objects=max_objects, min_size=min_size,
-                max_size=max_size, seed=seed)
+    args = dict(
+        format_version=FORMAT_VERSION,
+        num_train=num_train,
+        num_val=num_val,
+        image_size=image_size,
+        max_objects=max_objects,
+        min_size=min_size,
+        max_size=max_size,
+        seed=seed)
     if num_train < 1 or num_val < 1:
         raise ValueError('num_train and num_val must be >= 1, got '
                          f'{num_train} and {num_val}')
@@ -247,10 +273,9 @@ def make_toy_coco(root: str, num_train: int = 64, num_val: int = 16,
     def draw_split(folder, split, num_images, split_seed):
         rng = np.random.RandomState(split_seed)
         write_coco_split(
-            folder, split, num_images, image_size,
-            lambda: _draw_image(rng, image_size, max_objects, min_size,
-                                max_size), TOY_CLASSES, 'shape',
-            'mmdet-psbn toy COCO')
+            folder, split, num_images, image_size, lambda: _draw_image(
+                rng, image_size, max_objects, min_size, max_size), TOY_CLASSES,
+            'shape', 'mmdet-psbn toy COCO')
 
     return build_coco_root(root, MANIFEST, args, draw_split, 'toy COCO set',
                            force)

@@ -11,6 +11,6 @@ from .io import (atomic_dir, atomic_write, check_checkpoint, dump_json,
 
 __all__ = [
     'InputError', 'atomic_dir', 'atomic_write', 'check_cfg_options',
-    'check_checkpoint', 'check_config_path', 'check_data_paths',
-    'dump_json', 'json_default', 'load_checkpoint'
+    'check_checkpoint', 'check_config_path', 'check_data_paths', 'dump_json',
+    'json_default', 'load_checkpoint'
 ]

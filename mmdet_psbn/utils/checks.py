@@ -20,8 +20,7 @@ import os.path as osp
 from typing import Iterable, Iterator, Optional, Tuple
 
 __all__ = [
-    'InputError', 'check_cfg_options', 'check_config_path',
-    'check_data_paths'
+    'InputError', 'check_cfg_options', 'check_config_path', 'check_data_paths'
 ]
 
 TOY_HINT = ('make the toy set with `python tools/misc/make_toy_coco.py '
@@ -74,8 +73,7 @@ def check_cfg_options(cfg, options: Optional[dict]) -> None:
 
 def _dataset_cfgs(dataset) -> Iterator[dict]:
     """Yield the dataset dicts holding ``data_root``/``ann_file``, looking
-    inside wrappers (``RepeatDataset.dataset``, ``ConcatDataset.datasets``).
-    """
+    inside wrappers (``RepeatDataset.dataset``, ``ConcatDataset.datasets``)."""
     if isinstance(dataset, dict):
         if 'data_root' in dataset or 'ann_file' in dataset:
             yield dataset
@@ -118,11 +116,11 @@ def _missing_data_paths(cfg, dataloaders: Iterable[str],
                     osp.dirname(ann)) or '.', None
 
 
-def check_data_paths(cfg,
-                     dataloaders: Iterable[str] = ('train_dataloader',
-                                                   'val_dataloader'),
-                     evaluators: Iterable[str] = ('val_evaluator', )
-                     ) -> None:
+def check_data_paths(
+    cfg,
+    dataloaders: Iterable[str] = ('train_dataloader', 'val_dataloader'),
+    evaluators: Iterable[str] = ('val_evaluator', )
+) -> None:
     """Raise :class:`InputError` if a data root or annotation file that the
     config names does not exist (local paths only).
 

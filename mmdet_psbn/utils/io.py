@@ -94,15 +94,15 @@ def load_checkpoint(path: str, mmap: bool = False) -> Any:
 
 def check_checkpoint(path: str) -> None:
     """Raise :class:`InputError` unless :func:`load_checkpoint` can read
-    ``path``; the tensors are memory-mapped, not read, so this is cheap
-    but still catches truncated and corrupt files."""
+    ``path``; the tensors are memory-mapped, not read, so this is cheap but
+    still catches truncated and corrupt files."""
     load_checkpoint(path, mmap=True)
 
 
 @contextmanager
 def atomic_write(path: str, mode: str = 'w') -> Iterator[Any]:
-    """Open a temporary file beside ``path``; replace ``path`` with it
-    when the block ends.
+    """Open a temporary file beside ``path``; replace ``path`` with it when the
+    block ends.
 
     The data is flushed and fsync'ed before the one ``os.replace``, so
     ``path`` is either the old file or the whole new one. On any error
@@ -137,8 +137,8 @@ def atomic_write(path: str, mode: str = 'w') -> Iterator[Any]:
 
 @contextmanager
 def atomic_dir(path: str) -> Iterator[str]:
-    """A temporary folder beside ``path`` that replaces ``path`` (removed
-    first if it exists) when the block ends.
+    """A temporary folder beside ``path`` that replaces ``path`` (removed first
+    if it exists) when the block ends.
 
     On any error (``KeyboardInterrupt`` too) the temporary folder is
     removed and ``path`` is left as it was. Missing parent folders are
@@ -179,7 +179,10 @@ def json_default(obj: Any) -> Any:
 
 def dump_json(obj: Any, path: str) -> str:
     """Write ``obj`` to ``path`` as indented JSON, atomically
-    (:func:`atomic_write`, :func:`json_default`). Returns ``path``."""
+    (:func:`atomic_write`, :func:`json_default`).
+
+    Returns ``path``.
+    """
     with atomic_write(path) as f:
         json.dump(obj, f, indent=1, default=json_default)
     return path

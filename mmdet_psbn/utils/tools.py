@@ -48,8 +48,8 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 def parse_args(parser: argparse.ArgumentParser,
                argv: Optional[list] = None) -> argparse.Namespace:
-    """Add the common options to ``parser``, parse, and export
-    ``LOCAL_RANK`` for launchers that pass it as an option only."""
+    """Add the common options to ``parser``, parse, and export ``LOCAL_RANK``
+    for launchers that pass it as an option only."""
     add_common_args(parser)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -58,8 +58,8 @@ def parse_args(parser: argparse.ArgumentParser,
 
 
 def load_config(args: argparse.Namespace) -> Config:
-    """Read ``args.config``, merge ``--cfg-options`` and set the work dir
-    as mmdet does (``./work_dirs/<config name>`` by default)."""
+    """Read ``args.config``, merge ``--cfg-options`` and set the work dir as
+    mmdet does (``./work_dirs/<config name>`` by default)."""
     cfg = Config.fromfile(check_config_path(args.config))
     if args.cfg_options is not None:
         check_cfg_options(cfg, args.cfg_options)
@@ -74,8 +74,8 @@ def load_config(args: argparse.Namespace) -> Config:
 
 
 def build_runner(cfg: Config):
-    """Build the Runner the config asks for (``runner_type``), as mmdet's
-    tools do.
+    """Build the Runner the config asks for (``runner_type``), as mmdet's tools
+    do.
 
     Its model loads a psBN checkpoint into plain BN layers (a BN config)
     with alpha folded into the bias, instead of mmengine's "unexpected key"
@@ -122,8 +122,8 @@ def run_tool(main: Callable[[Optional[list]], Any],
 
 @contextmanager
 def user_errors(*types: Type[BaseException]) -> Iterator[None]:
-    """Turn the errors a tool knows to be the user's into
-    :class:`InputError`, message unchanged.
+    """Turn the errors a tool knows to be the user's into :class:`InputError`,
+    message unchanged.
 
     A tool wraps the library calls whose documented errors are about its
     input, e.g. ``with user_errors(ValueError, FileExistsError):

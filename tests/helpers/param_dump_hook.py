@@ -22,6 +22,7 @@ class ParamDumpHook(Hook):
     def after_run(self, runner):
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
-        torch.save({k: v.detach().cpu()
-                    for k, v in model.named_parameters()},
-                   osp.join(self.out_dir, f'params_rank{get_rank()}.pt'))
+        torch.save({
+            k: v.detach().cpu()
+            for k, v in model.named_parameters()
+        }, osp.join(self.out_dir, f'params_rank{get_rank()}.pt'))

@@ -18,7 +18,7 @@ def set_affine(bn, gamma, beta):
 
 
 class Block(nn.Module):
-    """conv1 -> bn1 -> relu -> conv2 -> bn2 -> (+= y) -> relu -> conv3.
+    """Conv1 -> bn1 -> relu -> conv2 -> bn2 -> (+= y) -> relu -> conv3.
 
     By hand, for an 8x8 input (multiply-adds):
       conv1: 3*9*64 = 1728 per output channel, x4 = 6912
@@ -84,8 +84,7 @@ def test_group_norm_is_measured():
     m = nn.Sequential(nn.Conv2d(3, 4, 1), nn.GroupNorm(2, 4))
     set_affine(m[1], [1.0, 0.0, 1.0, 1.0], [0.0, -1.0, 0.0, 0.0])
     s = measure_model(m)
-    assert s.kinds == ['GN'] and s.dead.tolist() == [False, True, False,
-                                                    False]
+    assert s.kinds == ['GN'] and s.dead.tolist() == [False, True, False, False]
 
 
 def test_zero_init_reported_apart_and_carried_by_name():
@@ -203,15 +202,15 @@ def test_bad_thresholds():
 def test_mmdet_resnet_graph():
     from mmengine.registry import MODELS, init_default_scope
     init_default_scope('mmdet')
-    r = MODELS.build(dict(type='ResNet', depth=50,
-                          norm_cfg=dict(type='psBN')))
+    r = MODELS.build(dict(type='ResNet', depth=50, norm_cfg=dict(type='psBN')))
     f = channel_flops(r, torch.zeros(1, 3, 64, 64))
     # ResNet-50 is 4.1 GMACs at 224x224, so 64x64 is about (64/224)^2 of it
     assert f.total / 1e9 == pytest.approx(4.09 * (64 / 224)**2, rel=0.03)
     # stem BN reaches both first convs through the max-pool
-    assert f.links['bn1']['consumers'] == ['layer1.0.conv1',
-                                           'layer1.0.downsample.0']
+    assert f.links['bn1']['consumers'] == [
+        'layer1.0.conv1', 'layer1.0.downsample.0'
+    ]
     # the last BN of a block meets the residual addition: producer only
-    assert f.links['layer1.0.bn3'] == dict(producers=['layer1.0.conv3'],
-                                           consumers=[])
+    assert f.links['layer1.0.bn3'] == dict(
+        producers=['layer1.0.conv3'], consumers=[])
     assert f.links['layer2.1.bn2']['consumers'] == ['layer2.1.conv3']

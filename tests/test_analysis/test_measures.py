@@ -1,6 +1,6 @@
 # Copyright (c) mmdet-psbn contributors. All rights reserved.
-"""The dead measure covers rectified channels only, the activation measure,
-and zero-init layers decided once per run (issue 11, section 1)."""
+"""The dead measure covers rectified channels only, the activation measure, and
+zero-init layers decided once per run (issue 11, section 1)."""
 import numpy as np
 import pytest
 import torch
@@ -19,7 +19,7 @@ def set_affine(bn, gamma, beta):
 
 
 class Residual(nn.Module):
-    """conv1 -> bn1 -> relu -> conv2 -> bn2 -> (+ identity) -> relu, and a
+    """Conv1 -> bn1 -> relu -> conv2 -> bn2 -> (+ identity) -> relu, and a
     downsample conv -> bn on the identity path, as mmdet's BasicBlock."""
 
     def __init__(self, norm=nn.BatchNorm2d):
@@ -39,7 +39,7 @@ class Residual(nn.Module):
 
 
 class LeakyThroughPool(nn.Module):
-    """bn -> max pool -> LeakyReLU, and a bn read by a sigmoid."""
+    """Bn -> max pool -> LeakyReLU, and a bn read by a sigmoid."""
 
     def __init__(self):
         super().__init__()
@@ -84,8 +84,10 @@ def test_residual_branch_bn_is_not_dead_but_the_same_after_relu_is():
     bare = measure_model(m).summary()
     assert bare['dead_rule'] == 'all'
     assert bare['dead'] == pytest.approx(6 / 12)
-    rows = {r['name']: r for r in attach_flops(measure_model(m),
-                                               fm).per_layer()}
+    rows = {
+        r['name']: r
+        for r in attach_flops(measure_model(m), fm).per_layer()
+    }
     assert rows['bn1']['rectified'] and rows['bn1']['dead'] == 2
     assert not rows['bn2']['rectified'] and rows['bn2']['dead'] == 0
 
@@ -96,15 +98,15 @@ def test_resnet_rectified_channel_counts():
     from mmdet.models.backbones import ResNet
 
     from psbn_cifar.models import CIFARResNet
-    for net, size, total, not_rect in (
-            (ResNet(50), 64, 26560, 18944),
-            (CIFARResNet(20), 16, 688, 336)):
+    for net, size, total, not_rect in ((ResNet(50), 64, 26560, 18944),
+                                       (CIFARResNet(20), 16, 688, 336)):
         fm = channel_flops(net, torch.zeros(1, 3, size, size))
         s = attach_flops(measure_model(net), fm)
         assert s.num_channels == total
         assert total - int(s.summary()['rectified_channels']) == not_rect
-        assert all(name.endswith(('bn1', 'bn2')) for name in
-                   fm.rectified_layers) or isinstance(net, CIFARResNet)
+        assert all(
+            name.endswith(('bn1', 'bn2'))
+            for name in fm.rectified_layers) or isinstance(net, CIFARResNet)
 
 
 def test_activation_probe_counts_exactly_the_channels_never_positive():
@@ -132,8 +134,8 @@ def test_activation_probe_changes_nothing_in_training():
     def train(probe_every):
         torch.manual_seed(0)
         m = Residual(PostShiftedBatchNorm2d)
-        opt = torch.optim.SGD(m.parameters(), lr=0.5, momentum=0.9,
-                              weight_decay=1e-3)
+        opt = torch.optim.SGD(
+            m.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-3)
         gen = torch.Generator().manual_seed(1)
         losses = []
         for step in range(6):

@@ -18,25 +18,26 @@ from mmdet_psbn.models.layers import PostShiftedBatchNorm2d
 from ..conftest import REPO
 
 ALL_CONFIGS = sorted(
-    osp.relpath(p, REPO)
-    for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'),
-                       recursive=True))
+    osp.relpath(p, REPO) for p in glob.glob(
+        osp.join(REPO, 'configs', '**', '*.py'), recursive=True))
 # The detection configs (mmdet scope); configs/cifar10 (forwarding to
 # projects/psbn_cifar/configs) has its own tests in projects/psbn_cifar/tests,
 # configs/demo (make demo) in tests/test_tools/test_demo.py.
-CONFIGS = [p for p in ALL_CONFIGS
-           if not p.startswith(('configs/cifar10/', 'configs/demo/'))]
+CONFIGS = [
+    p for p in ALL_CONFIGS
+    if not p.startswith(('configs/cifar10/', 'configs/demo/'))
+]
 MMDET_BASE = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
 RESNET50_URL = 'https://download.pytorch.org/models/resnet50-0676ba61.pth'
 
 # config -> (norm type, train/test scale, its BN baseline)
 RETINANET = OrderedDict([
     ('configs/retinanet_r50_bn.py', ('BN', (1333, 800), None)),
-    ('configs/retinanet_r50_psbn.py',
-     ('psBN', (1333, 800), 'configs/retinanet_r50_bn.py')),
+    ('configs/retinanet_r50_psbn.py', ('psBN', (1333, 800),
+                                       'configs/retinanet_r50_bn.py')),
     ('configs/retinanet_r50_bn_500.py', ('BN', (833, 500), None)),
-    ('configs/retinanet_r50_psbn_500.py',
-     ('psBN', (833, 500), 'configs/retinanet_r50_bn_500.py')),
+    ('configs/retinanet_r50_psbn_500.py', ('psBN', (833, 500),
+                                           'configs/retinanet_r50_bn_500.py')),
 ])
 
 
@@ -82,17 +83,20 @@ def flatten(tree, prefix=''):
 
 def config_diff(a, b):
     fa, fb = flatten(plain(a.to_dict())), flatten(plain(b.to_dict()))
-    return {k: (fa.get(k, '<absent>'), fb.get(k, '<absent>'))
-            for k in sorted(set(fa) | set(fb)) if fa.get(k, '<absent>') !=
-            fb.get(k, '<absent>')}
+    return {
+        k: (fa.get(k, '<absent>'), fb.get(k, '<absent>'))
+        for k in sorted(set(fa) | set(fb))
+        if fa.get(k, '<absent>') != fb.get(k, '<absent>')
+    }
 
 
 def test_the_retinanet_configs_are_all_found():
     assert set(RETINANET) <= set(CONFIGS), CONFIGS
     # Nothing outside configs/cifar10 and configs/demo escapes the build test
     # below.
-    assert all(p.startswith(('configs/retinanet_', 'configs/toy/'))
-               for p in CONFIGS), CONFIGS
+    assert all(
+        p.startswith(('configs/retinanet_', 'configs/toy/'))
+        for p in CONFIGS), CONFIGS
 
 
 @pytest.mark.parametrize('path', CONFIGS)
@@ -149,8 +153,8 @@ def test_retinanet_config_follows_the_protocol(path):
     assert plain(bb.init_cfg) == dict(
         type='Pretrained', checkpoint=RESNET50_URL)
     assert cfg.model.bbox_head.num_classes == 80
-    assert dict(type='CollapseMonitorHook',
-                interval=50) in plain(cfg.custom_hooks)
+    assert dict(
+        type='CollapseMonitorHook', interval=50) in plain(cfg.custom_hooks)
 
     bb.init_cfg = None
     model = build_model(cfg.model)
@@ -169,11 +173,9 @@ def test_retinanet_config_follows_the_protocol(path):
     assert model.backbone.layer2[0].bn1.weight.requires_grad
 
 
-PSBN_VS_BN = [(p, bn) for p, (_, _, bn) in RETINANET.items()
-              if bn is not None] + [
-                  ('configs/toy/retinanet_r18_psbn_toy_finetune.py',
-                   'configs/toy/retinanet_r18_bn_toy_finetune.py')
-              ]
+PSBN_VS_BN = [(p, bn) for p, (_, _, bn) in RETINANET.items() if bn is not None
+              ] + [('configs/toy/retinanet_r18_psbn_toy_finetune.py',
+                    'configs/toy/retinanet_r18_bn_toy_finetune.py')]
 
 
 @pytest.mark.parametrize('path,baseline', PSBN_VS_BN)
@@ -202,9 +204,11 @@ def test_demo_finetune_is_the_protocol_at_a_higher_lr():
     assert ft.randomness.seed == pre.randomness.seed == 0
     # The architecture is stage 1's, so its checkpoint loads entirely.
     diff = config_diff(ft, pre)
-    assert not [k for k in diff if k.startswith('model.') and k not in (
-        'model.backbone.norm_eval', 'model.backbone.frozen_stages',
-        'model.backbone.norm_cfg.type')], diff
+    assert not [
+        k for k in diff if k.startswith('model.') and k not in
+        ('model.backbone.norm_eval', 'model.backbone.frozen_stages',
+         'model.backbone.norm_cfg.type')
+    ], diff
 
 
 def test_bn_baseline_is_mmdets_config_plus_monitor_and_weight_path():
@@ -272,7 +276,8 @@ def test_imagenet_weights_load_without_download(fake_resnet50, how,
     torch_home, path, sd = fake_resnet50
     if how == 'hub_cache':
         # $TORCH_HOME/hub/checkpoints/resnet50-0676ba61.pth, as
-        # docs/usage.md says; any network access would fail the test (no such file there).
+        # docs/usage.md says; any network access would fail the test (no
+        # such file there).
         monkeypatch.setenv('TORCH_HOME', str(torch_home))
         monkeypatch.setattr(torch.hub, '_hub_dir', None, raising=False)
         monkeypatch.setattr(

@@ -55,23 +55,25 @@ custom_hooks = [dict(type='CollapseMonitorHook', interval=1)]
 
 
 def read_scalars(work_dir):
-    runs = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data',
-                                     'scalars.json')))
+    runs = sorted(
+        glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
     assert runs, f'no scalars.json under {work_dir}'
     with open(runs[-1]) as f:
         return [json.loads(line) for line in f]
 
 
-def test_psbn_config_trains_on_two_processes_and_evaluates(toy_coco,
-                                                           tmp_path):
+def test_psbn_config_trains_on_two_processes_and_evaluates(toy_coco, tmp_path):
     cfg = write_toy_config(
-        tmp_path / 'psbn_toy.py', toy_coco, base=PSBN_CONFIG,
+        tmp_path / 'psbn_toy.py',
+        toy_coco,
+        base=PSBN_CONFIG,
         extra=iter_schedule(3) + TOY_OVERRIDES)
     work_dir = tmp_path / 'work'
     proc = run_tool([
         osp.join(TOOLS, 'dist_train.sh'), cfg, '2', '--work-dir', work_dir,
         '--auto-scale-lr'
-    ], env=dict(PORT=str(free_port())))
+    ],
+                    env=dict(PORT=str(free_port())))
     log = proc.stdout
     assert proc.returncode == 0, log[-5000:]
 
@@ -86,8 +88,7 @@ def test_psbn_config_trains_on_two_processes_and_evaluates(toy_coco,
     # The model trained has psBN in the backbone (alpha in the checkpoint).
     sd = torch.load(work_dir / 'iter_3.pth', map_location='cpu')['state_dict']
     alphas = [k for k in sd if k.endswith('.alpha')]
-    assert len(alphas) == 53 and all(k.startswith('backbone.')
-                                     for k in alphas)
+    assert len(alphas) == 53 and all(k.startswith('backbone.') for k in alphas)
 
     # pycocotools evaluated it.
     assert 'Average Precision' in log
@@ -102,8 +103,9 @@ def test_psbn_config_trains_on_two_processes_and_evaluates(toy_coco,
             assert 0.0 <= r[f'collapse/{key}'] <= 1.0, (key, r)
         for key in ('recovered', 'entered_dead'):  # channel counts
             assert r[f'collapse/{key}'] >= 0, (key, r)
-    sparsity = [r['collapse/sparsity'] for r in collapse
-                if 'collapse/sparsity' in r]
+    sparsity = [
+        r['collapse/sparsity'] for r in collapse if 'collapse/sparsity' in r
+    ]
     assert sparsity and all(0.0 <= v <= 1.0 for v in sparsity)
     report = work_dir / 'collapse' / 'report.json'
     assert report.is_file(), sorted(p.name for p in work_dir.iterdir())
@@ -114,25 +116,28 @@ def test_psbn_config_trains_on_two_processes_and_evaluates(toy_coco,
     psbn = [r for r in report['layers'] if r.get('kind') == 'psBN']
     assert len(psbn) == 53, report['layers'][:2]
     assert [r['iter'] for r in report['history']][-1] == 3
-    assert {'gamma_hist.png', 'gamma_beta.png', 'history.png'} <= {
-        p.name for p in (work_dir / 'collapse').iterdir()}
+    assert {'gamma_hist.png', 'gamma_beta.png', 'history.png'
+            } <= {p.name
+                  for p in (work_dir / 'collapse').iterdir()}
 
 
-def test_upstream_mmdet_train_tool_trains_the_psbn_config(toy_coco,
-                                                          tmp_path):
-    """mmdet's own tools/train.py (as installed: mmdet/.mim/tools), run
-    from a folder outside this repository, builds psBN from the config's
+def test_upstream_mmdet_train_tool_trains_the_psbn_config(toy_coco, tmp_path):
+    """Mmdet's own tools/train.py (as installed: mmdet/.mim/tools), run from a
+    folder outside this repository, builds psBN from the config's
     ``custom_imports`` alone and trains it."""
     import mmdet
-    train = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools',
-                     'train.py')
+    train = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'train.py')
     assert osp.isfile(train), train
     cfg = write_toy_config(
-        tmp_path / 'psbn_toy.py', toy_coco, base=PSBN_CONFIG,
+        tmp_path / 'psbn_toy.py',
+        toy_coco,
+        base=PSBN_CONFIG,
         extra=iter_schedule(2) + TOY_OVERRIDES)
     work_dir = tmp_path / 'work'
-    proc = run_tool([train, cfg, '--work-dir', str(work_dir)],
-                    cwd=str(tmp_path), env=dict(PYTHONPATH=''))
+    proc = run_tool(
+        [train, cfg, '--work-dir', str(work_dir)],
+        cwd=str(tmp_path),
+        env=dict(PYTHONPATH=''))
     assert proc.returncode == 0, proc.stdout[-5000:]
     sd = torch.load(work_dir / 'iter_2.pth', map_location='cpu')['state_dict']
     alphas = [k for k in sd if k.endswith('.alpha')]

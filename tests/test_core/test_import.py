@@ -14,8 +14,8 @@ import pytest
 
 #: What a fresh ``import mmdet_psbn`` must not load.
 NOT_LOADED = ('matplotlib', 'scipy', 'psbn_cifar', 'collapse_lab',
-              'mmdet_psbn.datasets', 'mmdet_psbn.utils',
-              'mlxtend', 'pandas', 'sklearn', 'mmdet')
+              'mmdet_psbn.datasets', 'mmdet_psbn.utils', 'mlxtend', 'pandas',
+              'sklearn', 'mmdet')
 
 #: The only names it may add to mmengine's root registries.
 REGISTERED = {'model': {'psBN', 'psSyncBN'}, 'hook': {'CollapseMonitorHook'}}
@@ -37,15 +37,19 @@ print(json.dumps(dict(modules=sorted(sys.modules), added=added)))
 
 @pytest.fixture(scope='module')
 def fresh_import():
-    out = subprocess.run([sys.executable, '-c', PROBE], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, '-c', PROBE],
+                         check=True,
+                         capture_output=True,
+                         text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize('name', NOT_LOADED)
 def test_import_does_not_load(fresh_import, name):
-    loaded = [m for m in fresh_import['modules']
-              if m == name or m.startswith(name + '.')]
+    loaded = [
+        m for m in fresh_import['modules']
+        if m == name or m.startswith(name + '.')
+    ]
     assert not loaded, f'import mmdet_psbn loaded {loaded[:5]}'
 
 
@@ -58,8 +62,10 @@ def test_the_probe_sees_what_it_looks_for():
     # The probe itself must be able to fail: importing the CIFAR project
     # loads it and registers its names in the psbn_cifar scope only.
     probe = PROBE.replace('import mmdet_psbn\n', 'import psbn_cifar\n')
-    out = subprocess.run([sys.executable, '-c', probe], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, '-c', probe],
+                         check=True,
+                         capture_output=True,
+                         text=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
     assert 'psbn_cifar' in result['modules']
     assert {k: set(v) for k, v in result['added'].items()} == REGISTERED

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from mmdet_psbn.datasets import DIGIT_CLASSES, make_digits_coco
+from mmdet_psbn.datasets import DIGIT_CLASSES
 from mmdet_psbn.datasets import digits_coco as digits_module
+from mmdet_psbn.datasets import make_digits_coco
 from mmdet_psbn.datasets.mnist_digits import load_mnist_digits
-
 from ..conftest import REPO, run_tool
 
 
@@ -37,8 +37,8 @@ def _same_tree(a, b):
 
 def test_layout_is_coco_with_ten_digit_classes(digits_root):
     for split, n in (('train', 8), ('val', 4)):
-        coco = COCO(str(digits_root / 'annotations' /
-                        f'instances_{split}2017.json'))
+        coco = COCO(
+            str(digits_root / 'annotations' / f'instances_{split}2017.json'))
         assert len(coco.getImgIds()) == n
         assert tuple(c['name'] for c in coco.loadCats(
             coco.getCatIds())) == DIGIT_CLASSES == tuple('0123456789')
@@ -62,8 +62,10 @@ def test_mmdet_coco_dataset_reads_it(digits_root):
         ann_file='annotations/instances_val2017.json',
         data_prefix=dict(img='val2017/'),
         metainfo=dict(classes=DIGIT_CLASSES),
-        pipeline=[dict(type='LoadImageFromFile'),
-                  dict(type='LoadAnnotations', with_bbox=True)])
+        pipeline=[
+            dict(type='LoadImageFromFile'),
+            dict(type='LoadAnnotations', with_bbox=True)
+        ])
     assert len(ds) == 4
     item = ds[0]
     assert item['img'].shape == (128, 128, 3)
@@ -88,8 +90,10 @@ def test_train_and_val_digits_are_disjoint(digits_root):
     assert used['train'] and used['val']
     assert not used['train'] & used['val']
     # The splits share no digit at all, not only none of these.
-    assert not ({d.tobytes() for d in train_imgs}
-                & {d.tobytes() for d in test_imgs})
+    assert not ({d.tobytes()
+                 for d in train_imgs}
+                & {d.tobytes()
+                   for d in test_imgs})
 
 
 def test_boxes_are_tight_around_the_ink():
@@ -97,8 +101,14 @@ def test_boxes_are_tight_around_the_ink():
     rng = np.random.RandomState(5)
     for _ in range(10):
         _, anns, ink = digits_module.draw_canvas(
-            rng, digits, labels, 'test', image_size=96, max_objects=4,
-            min_size=12, max_size=40)
+            rng,
+            digits,
+            labels,
+            'test',
+            image_size=96,
+            max_objects=4,
+            min_size=12,
+            max_size=40)
         covered = np.zeros_like(ink)
         for ann in anns:
             x, y, w, h = ann['bbox']
@@ -114,8 +124,7 @@ def test_boxes_are_tight_around_the_ink():
 def test_digits_are_visible_in_pixels(digits_root):
     """The ink contrasts with the background around it."""
     import cv2
-    coco = COCO(str(digits_root / 'annotations' /
-                    'instances_train2017.json'))
+    coco = COCO(str(digits_root / 'annotations' / 'instances_train2017.json'))
     for info in coco.loadImgs(coco.getImgIds()):
         img = cv2.imread(str(digits_root / 'train2017' /
                              info['file_name'])).astype(float)
@@ -131,9 +140,10 @@ def test_same_arguments_same_bytes_and_no_op(tmp_path):
     make_digits_coco(str(b), num_train=3, num_val=2, seed=3)
     _same_tree(a, b)
     make_digits_coco(str(c), num_train=3, num_val=2, seed=4)
-    assert not filecmp.cmp(a / 'train2017' / '000000000001.png',
-                           c / 'train2017' / '000000000001.png',
-                           shallow=False)
+    assert not filecmp.cmp(
+        a / 'train2017' / '000000000001.png',
+        c / 'train2017' / '000000000001.png',
+        shallow=False)
     img = a / 'train2017' / '000000000001.png'
     mtime = img.stat().st_mtime_ns
     make_digits_coco(str(a), num_train=3, num_val=2, seed=3)
@@ -161,8 +171,7 @@ def test_a_rebuild_that_fails_keeps_the_old_set(tmp_path, monkeypatch):
     root = tmp_path / 'digits'
     make_digits_coco(str(root), num_train=2, num_val=1)
     before = sorted(os.listdir(root / 'train2017'))
-    monkeypatch.setattr(digits_module.cv2, 'imwrite',
-                        lambda path, img: False)
+    monkeypatch.setattr(digits_module.cv2, 'imwrite', lambda path, img: False)
     with pytest.raises(OSError, match='could not write'):
         make_digits_coco(str(root), num_train=3, num_val=1)
     assert sorted(os.listdir(root / 'train2017')) == before
@@ -214,14 +223,15 @@ def test_cifar_format_set_reads_with_cifar10(tmp_path):
 
 def test_cli_writes_the_sets_and_reports_errors(tmp_path):
     tool = 'tools/misc/make_digits_coco.py'
-    proc = run_tool([tool, tmp_path / 'd', '--num-train', '2', '--num-val',
-                     '1'])
+    proc = run_tool(
+        [tool, tmp_path / 'd', '--num-train', '2', '--num-val', '1'])
     assert proc.returncode == 0, proc.stdout
     assert 'digits COCO set' in proc.stdout
     assert (tmp_path / 'd' / 'annotations' /
             'instances_val2017.json').is_file()
-    proc = run_tool([tool, tmp_path / 'e', '--min-size', '50',
-                     '--max-size', '40'], cwd=REPO)
+    proc = run_tool(
+        [tool, tmp_path / 'e', '--min-size', '50', '--max-size', '40'],
+        cwd=REPO)
     assert proc.returncode == 2
     assert ('make_digits_coco.py: error: need min_size <= max_size'
             in proc.stdout)

@@ -1,7 +1,6 @@
 # Copyright (c) mmdet-psbn contributors. All rights reserved.
 import filecmp
 import os
-import os.path as osp
 
 import numpy as np
 import pytest
@@ -13,8 +12,13 @@ from mmdet_psbn.datasets import toy_coco as toy_module
 
 def test_layout_is_coco_and_boxes_are_sane(tmp_path):
     root = tmp_path / 'toy'
-    make_toy_coco(str(root), num_train=6, num_val=3, image_size=96,
-                  min_size=16, max_size=40)
+    make_toy_coco(
+        str(root),
+        num_train=6,
+        num_val=3,
+        image_size=96,
+        min_size=16,
+        max_size=40)
     for split, n in (('train', 6), ('val', 3)):
         coco = COCO(str(root / 'annotations' / f'instances_{split}2017.json'))
         assert len(coco.getImgIds()) == n
@@ -42,9 +46,10 @@ def test_same_arguments_same_bytes(tmp_path):
         assert not mismatch and not errors and len(match) == len(names)
     c = tmp_path / 'c'
     make_toy_coco(str(c), num_train=4, num_val=2, seed=4)
-    assert not filecmp.cmp(a / 'train2017' / '000000000001.png',
-                           c / 'train2017' / '000000000001.png',
-                           shallow=False)
+    assert not filecmp.cmp(
+        a / 'train2017' / '000000000001.png',
+        c / 'train2017' / '000000000001.png',
+        shallow=False)
 
 
 def test_second_call_is_a_no_op_and_args_change_rebuilds(tmp_path):

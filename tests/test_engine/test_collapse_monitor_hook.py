@@ -15,8 +15,8 @@ from mmdet_psbn.models.layers import PostShiftedBatchNorm2d
 
 
 class ConvToyModel(BaseModel):
-    """conv -> psBN -> ReLU -> conv -> psBN (zero-init, like a residual
-    block's last BN) on RunnerTestCase's 2-d toy inputs seen as 2x1x1."""
+    """Conv -> psBN -> ReLU -> conv -> psBN (zero-init, like a residual block's
+    last BN) on RunnerTestCase's 2-d toy inputs seen as 2x1x1."""
 
     def __init__(self, data_preprocessor=None):
         super().__init__(data_preprocessor=data_preprocessor)
@@ -55,8 +55,7 @@ class TestCollapseMonitorHook(RunnerTestCase):
             dict(type='CollapseMonitorHook', interval=2, **hook_args)
         ]
         cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
-        cfg.default_hooks.checkpoint = dict(type='CheckpointHook',
-                                            interval=1)
+        cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1)
         cfg.train_cfg.max_epochs = 2
         return cfg
 
@@ -71,8 +70,8 @@ class TestCollapseMonitorHook(RunnerTestCase):
                     'entered_dead', 'recovered', 'stem/dead'):
             self.assertIn(f'train/collapse/{key}', hub.log_scalars, key)
         # The zero-init bn2 is not a false alarm.
-        self.assertEqual(hub.get_scalar('train/collapse/collapsed').current(),
-                         0)
+        self.assertEqual(
+            hub.get_scalar('train/collapse/collapsed').current(), 0)
         self.assertGreater(
             hub.get_scalar('train/collapse/zero_init').current(), 0)
         # Every backend gets them: here the JSON scalar log.
@@ -83,8 +82,7 @@ class TestCollapseMonitorHook(RunnerTestCase):
         self.assertTrue(any('collapse/dead' in r for r in scalars))
         out = osp.join(runner.work_dir, 'collapse')
         report = json.load(open(osp.join(out, 'report.json')))
-        self.assertEqual([r['name'] for r in report['layers']],
-                         ['bn1', 'bn2'])
+        self.assertEqual([r['name'] for r in report['layers']], ['bn1', 'bn2'])
         self.assertTrue(report['layers'][1]['zero_init'])
         self.assertEqual(report['flops_links']['bn1'],
                          dict(producers=['conv1'], consumers=['conv2']))
@@ -101,7 +99,8 @@ class TestCollapseMonitorHook(RunnerTestCase):
         cfg.optim_wrapper.paramwise_cfg = dict(norm_decay_mult=0.)
         runner = self.build_runner(cfg)
         runner.train()
-        self.assertIn('2 psBN layers get no weight decay', self.log_text(runner))
+        self.assertIn('2 psBN layers get no weight decay',
+                      self.log_text(runner))
 
     def test_no_warning_with_weight_decay(self):
         runner = self.build_runner(self.build_cfg())
@@ -111,8 +110,8 @@ class TestCollapseMonitorHook(RunnerTestCase):
     def test_warns_on_a_jump_of_the_dead_share(self):
         runner = self.build_runner(self.build_cfg(jump_thr=0.1))
         runner.train()
-        hook = next(h for h in runner.hooks
-                    if isinstance(h, CollapseMonitorHook))
+        hook = next(
+            h for h in runner.hooks if isinstance(h, CollapseMonitorHook))
         with torch.no_grad():
             runner.model.bn1.bias[:4] = -100.0  # kill half of bn1
         hook._measure(runner, runner.iter + 1)
@@ -140,8 +139,8 @@ class TestCollapseMonitorHook(RunnerTestCase):
         with torch.no_grad():
             runner.model.bn2.weight.fill_(1e-5)
         runner.train()
-        hook = next(h for h in runner.hooks
-                    if isinstance(h, CollapseMonitorHook))
+        hook = next(
+            h for h in runner.hooks if isinstance(h, CollapseMonitorHook))
         self.assertEqual(hook._history[0]['collapsed'], 0)
         self.assertEqual(hook._history[0]['zero_init'], 4 / 12)
         with self.assertRaisesRegex(ValueError,
@@ -152,8 +151,9 @@ class TestCollapseMonitorHook(RunnerTestCase):
         cfg = self.build_cfg()
         runner = self.build_runner(cfg)
         runner.train()
-        full = next(h for h in runner.hooks
-                    if isinstance(h, CollapseMonitorHook))._history
+        full = next(
+            h for h in runner.hooks
+            if isinstance(h, CollapseMonitorHook))._history
         ckpt = osp.join(runner.work_dir, 'epoch_1.pth')
         state = torch.load(ckpt)['collapse_monitor']  # safe loading
         self.assertEqual(state['last']['names'], ['bn1', 'bn2'])
@@ -163,8 +163,9 @@ class TestCollapseMonitorHook(RunnerTestCase):
         cfg.resume, cfg.load_from = True, ckpt
         resumed = self.build_runner(cfg)
         resumed.train()
-        hist = next(h for h in resumed.hooks
-                    if isinstance(h, CollapseMonitorHook))._history
+        hist = next(
+            h for h in resumed.hooks
+            if isinstance(h, CollapseMonitorHook))._history
         # the history up to epoch 1 came from the checkpoint and goes on
         self.assertEqual([r['iter'] for r in hist], [r['iter'] for r in full])
         # zero-init flags too: bn2 is still reported apart after resume
@@ -214,8 +215,8 @@ class TestCollapseMonitorHook(RunnerTestCase):
         self.assertFalse(layers['bn2']['rectified'])
 
     def test_the_monitor_changes_nothing_in_training(self):
-        """Graph pass and activation probes leave losses and parameters
-        bit-identical to a run without the hook."""
+        """Graph pass and activation probes leave losses and parameters bit-
+        identical to a run without the hook."""
 
         def run(name, hooks):
             cfg = self.build_cfg()
@@ -228,15 +229,15 @@ class TestCollapseMonitorHook(RunnerTestCase):
             losses = [
                 r['loss'] for r in map(
                     json.loads,
-                    open(osp.join(runner.log_dir, 'vis_data',
-                                  'scalars.json'))) if 'loss' in r
+                    open(osp.join(runner.log_dir, 'vis_data', 'scalars.json')))
+                if 'loss' in r
             ]
             return losses, runner.model.state_dict()
 
         plain = run('plain', [])
-        watched = run('watched', [
-            dict(type='CollapseMonitorHook', interval=1, activation=True)
-        ])
+        watched = run(
+            'watched',
+            [dict(type='CollapseMonitorHook', interval=1, activation=True)])
         self.assertTrue(plain[0])
         self.assertEqual(plain[0], watched[0])
         for key, value in plain[1].items():

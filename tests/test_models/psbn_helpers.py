@@ -11,8 +11,8 @@ import mmdet_psbn  # noqa: F401  registers psBN, installs the upstream patches
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BN layer non-trivial weight, bias and running statistics,
-    so that a conversion that forgets any of them changes the outputs."""
+    """Give every BN layer non-trivial weight, bias and running statistics, so
+    that a conversion that forgets any of them changes the outputs."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
@@ -50,7 +50,7 @@ class TinyBlock(nn.Module):
 
 
 class TinyNet(nn.Module):
-    """conv1/bn1 stem and two nested blocks, torchvision naming."""
+    """Conv1/bn1 stem and two nested blocks, torchvision naming."""
 
     def __init__(self, norm=nn.BatchNorm2d):
         super().__init__()

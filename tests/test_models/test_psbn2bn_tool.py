@@ -111,9 +111,9 @@ def _bad_inputs(tmp_path):
     torch.save(dict(meta={}, state_dict=TinyNet().state_dict()), plain)
     no_bias = tmp_path / 'no_bias.pth'
     torch.save(
-        nn.Sequential(nn.Conv2d(3, 3, 1),
-                      PostShiftedBatchNorm2d(3, affine=False)).state_dict(),
-        no_bias)
+        nn.Sequential(
+            nn.Conv2d(3, 3, 1),
+            PostShiftedBatchNorm2d(3, affine=False)).state_dict(), no_bias)
     unsafe = tmp_path / 'unsafe.pth'
     torch.save(dict(state_dict={}, args=argparse.Namespace(a=1)), unsafe)
     listed = tmp_path / 'list.pth'
@@ -143,13 +143,17 @@ def test_errors_are_clear_and_write_nothing(tool, tmp_path, capsys):
 
 def test_command_line(tmp_path):
     res = subprocess.run([sys.executable, PSBN2BN, '--help'],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True,
+                         text=True,
+                         timeout=300)
     assert res.returncode == 0
     assert "keeps only 'meta'" in res.stdout and 'resume' in res.stdout
     res = subprocess.run(
         [sys.executable, PSBN2BN, tmp_path / 'nope.pth', tmp_path / 'o.pth'],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True,
+        text=True,
+        timeout=300)
     assert res.returncode == 2
-    assert res.stderr == (f"psbn2bn.py: error: checkpoint "
+    assert res.stderr == (f'psbn2bn.py: error: checkpoint '
                           f"'{tmp_path / 'nope.pth'}' does not exist\n")
     assert not (tmp_path / 'o.pth').exists()

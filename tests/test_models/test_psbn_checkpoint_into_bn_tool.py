@@ -15,7 +15,7 @@ from mmengine.registry import init_default_scope
 from ..conftest import run_tool, write_toy_config
 from .psbn_helpers import randomize_bn
 
-KEEP_ALL = "model = dict(test_cfg=dict(score_thr=0.0){})\n"
+KEEP_ALL = 'model = dict(test_cfg=dict(score_thr=0.0){})\n'
 PSBN = ", backbone=dict(norm_cfg=dict(type='psBN', alpha=0.05))"
 
 

@@ -65,8 +65,8 @@ def _norm_layers(model):
 
 
 def _init_bn_and_psbn(build):
-    """The same model with BN and with psBN, BN state randomised the same
-    way (so a rule that skips a layer leaves a visible trace), then
+    """The same model with BN and with psBN, BN state randomised the same way
+    (so a rule that skips a layer leaves a visible trace), then
     ``init_weights()``."""
     models = []
     for norm_cfg in (dict(type='BN'), dict(type='psBN', alpha=ALPHA)):
@@ -82,19 +82,20 @@ def _assert_same_gamma_beta(bn_model, ps_model):
     for name, bn in bn_layers.items():
         ps = ps_layers[name]
         assert is_psbn(ps) and not is_psbn(bn), name
-        torch.testing.assert_close(ps.weight, bn.weight, rtol=0, atol=0,
-                                   msg=f'{name}.weight')
-        torch.testing.assert_close(ps.bias, bn.bias, rtol=0, atol=0,
-                                   msg=f'{name}.bias')
+        torch.testing.assert_close(
+            ps.weight, bn.weight, rtol=0, atol=0, msg=f'{name}.weight')
+        torch.testing.assert_close(
+            ps.bias, bn.bias, rtol=0, atol=0, msg=f'{name}.bias')
 
 
 GAMMA_STUDY = dict(type='Constant', layer='_BatchNorm', val=0.5, bias=0.2)
 
 
-@pytest.mark.parametrize('init_cfg', [None, GAMMA_STUDY],
-                         ids=['default_zero_init_residual', 'constant_0.5'])
+@pytest.mark.parametrize(
+    'init_cfg', [None, GAMMA_STUDY],
+    ids=['default_zero_init_residual', 'constant_0.5'])
 def test_mmdet_resnet_init_treats_psbn_as_bn(init_cfg):
-    """mmdet's ResNet default init (``Constant`` on ``'_BatchNorm'``, then
+    """Mmdet's ResNet default init (``Constant`` on ``'_BatchNorm'``, then
     ``zero_init_residual`` on ``norm2``) and a gamma-init study rule."""
     bn_model, ps_model = _init_bn_and_psbn(
         lambda norm_cfg: _resnet(18, norm_cfg, init_cfg=init_cfg))
@@ -108,16 +109,16 @@ def test_mmdet_resnet_init_treats_psbn_as_bn(init_cfg):
         assert torch.all(ps_model.layer1[0].bn2.bias == 0.2)
 
 
-@pytest.mark.parametrize('init_cfg', ['default', GAMMA_STUDY],
-                         ids=['default', 'constant_0.5'])
+@pytest.mark.parametrize(
+    'init_cfg', ['default', GAMMA_STUDY], ids=['default', 'constant_0.5'])
 def test_cifar_resnet_init_treats_psbn_as_bn(init_cfg):
     kwargs = {} if init_cfg == 'default' else dict(init_cfg=init_cfg)
     bn_model, ps_model = _init_bn_and_psbn(
         lambda norm_cfg: _cifar_resnet(norm_cfg, **kwargs))
     _assert_same_gamma_beta(bn_model, ps_model)
     gamma = 1.0 if init_cfg == 'default' else 0.5
-    assert all(torch.all(m.weight == gamma)
-               for m in _norm_layers(ps_model).values())
+    assert all(
+        torch.all(m.weight == gamma) for m in _norm_layers(ps_model).values())
 
 
 class _Norms(BaseModule):
@@ -128,15 +129,15 @@ class _Norms(BaseModule):
 
 
 @pytest.mark.parametrize('layer', [
-    '_BatchNorm', 'BatchNorm2d', 'SyncBatchNorm',
-    ['GroupNorm', '_BatchNorm']
+    '_BatchNorm', 'BatchNorm2d', 'SyncBatchNorm', ['GroupNorm', '_BatchNorm']
 ])
 @pytest.mark.parametrize('init_type', ['Constant', 'Normal', 'Uniform'])
 def test_every_rule_naming_bn_classes_reaches_the_ps_twin(layer, init_type):
-    """psBN is initialised exactly when BatchNorm2d is, psSyncBN exactly
-    when SyncBatchNorm is, by every mmengine initialiser."""
-    kwargs = dict(Constant=dict(val=0.5), Normal=dict(std=0.3),
-                  Uniform=dict(a=-2, b=-1))[init_type]
+    """PsBN is initialised exactly when BatchNorm2d is, psSyncBN exactly when
+    SyncBatchNorm is, by every mmengine initialiser."""
+    kwargs = dict(
+        Constant=dict(val=0.5), Normal=dict(std=0.3),
+        Uniform=dict(a=-2, b=-1))[init_type]
     cfg = dict(type=init_type, layer=layer, bias=0.2, **kwargs)
     layers = []
     for classes in ((nn.BatchNorm2d, nn.SyncBatchNorm),
@@ -204,7 +205,8 @@ def test_fuse_conv_bn_eval_upstream_drops_alpha():
 
 
 @pytest.mark.parametrize(
-    'kwargs', [dict(), dict(affine=False), dict(bias=False)], ids=str)
+    'kwargs',
+    [dict(), dict(affine=False), dict(bias=False)], ids=str)
 def test_fuse_conv_bn_eval_keeps_alpha(kwargs):
     x = tiny_input()
     conv = nn.Conv2d(3, 4, 3, padding=1).eval()
@@ -247,8 +249,8 @@ def test_fuse_conv_bn_weights_takes_tensors_use_post_shift_folded():
 
 
 def test_fx_optimization_fuse_keeps_alpha():
-    """torch's fx fusion pass: it traces the model (psBN through its
-    forward) and fuses only exact ``nn.BatchNorm2d`` modules."""
+    """Torch's fx fusion pass: it traces the model (psBN through its forward)
+    and fuses only exact ``nn.BatchNorm2d`` modules."""
     from torch.fx.experimental.optimization import fuse
     x = tiny_input()
     model = randomize_bn(_ConvBNReLU()).eval()
@@ -329,8 +331,9 @@ def _check_fx(ps_model, bn_model, x):
     bn_nodes = [(n.op, str(n.target)) for n in bn_graph.graph.nodes]
     assert _bn_view(ps_graph, ps_model) == bn_nodes
     shifts = [
-        n for n in ps_graph.graph.nodes if n.target is operator.add
-        and all(arg.op == 'get_attr' for arg in n.args)
+        n for n in ps_graph.graph.nodes
+        if n.target is operator.add and all(arg.op == 'get_attr'
+                                            for arg in n.args)
     ]
     assert len(shifts) == len(_norm_layers(ps_model))
     return ps_graph
@@ -342,7 +345,8 @@ def r50_pair():
     kwargs = dict(frozen_stages=1, norm_eval=True, style='pytorch')
     ps = randomize_bn(
         _resnet(50, dict(type='psBN', alpha=ALPHA, requires_grad=True),
-                **kwargs), seed=7)
+                **kwargs),
+        seed=7)
     bn = _resnet(50, dict(type='BN', requires_grad=True), **kwargs)
     ps.eval()  # mmdet's ResNet.train() returns None: no chaining
     bn.eval()
@@ -364,8 +368,8 @@ def test_fx_traces_psbn_in_eval_and_train(cls, training):
     bn_cls = nn.SyncBatchNorm if cls is PostShiftedSyncBatchNorm \
         else nn.BatchNorm2d
     x = tiny_input()
-    ps = randomize_bn(nn.Sequential(
-        nn.Conv2d(3, 4, 3), cls(4, alpha=ALPHA))).train(training)
+    ps = randomize_bn(nn.Sequential(nn.Conv2d(3, 4, 3),
+                                    cls(4, alpha=ALPHA))).train(training)
     bn = nn.Sequential(nn.Conv2d(3, 4, 3), bn_cls(4)).train(training)
     eager = copy.deepcopy(ps)
     traced = _check_fx(ps, bn, x)
@@ -376,13 +380,13 @@ def test_fx_traces_psbn_in_eval_and_train(cls, training):
         torch.testing.assert_close(
             getattr(ps[1], name), getattr(eager[1], name))
     # Affine-free layers trace too (alpha alone, in the input's dtype).
-    bare = nn.Sequential(cls(3, alpha=ALPHA, affine=False,
-                             track_running_stats=False))
+    bare = nn.Sequential(
+        cls(3, alpha=ALPHA, affine=False, track_running_stats=False))
     torch.testing.assert_close(fx.symbolic_trace(bare)(x), bare(x))
 
 
 def test_fx_refuses_what_it_would_bake_in():
-    """momentum=None in training: BN's cumulative average reads
+    """Momentum=None in training: BN's cumulative average reads
     num_batches_tracked in Python, which a graph would freeze."""
     model = nn.Sequential(PostShiftedBatchNorm2d(3, momentum=None)).train()
     with pytest.raises(RuntimeError, match='momentum=None'):
@@ -413,8 +417,7 @@ def test_onnx_export_psbn_resnet():
     onnx = pytest.importorskip('onnx')
     from onnx.reference import ReferenceEvaluator
     model = randomize_bn(
-        _resnet(18, dict(type='psBN', alpha=ALPHA), out_indices=(3, )),
-        seed=8)
+        _resnet(18, dict(type='psBN', alpha=ALPHA), out_indices=(3, )), seed=8)
     model.eval()
     x = tiny_input(shape=(1, 3, 32, 32))
     program = torch.onnx.export(model, (x, ), dynamo=True, verbose=False)
@@ -458,26 +461,24 @@ def test_fold_psbn_entries_on_load(tmp_path):
                               'are plain BN in this model (first: bn1)')
     assert 'alpha=0.05' in message and 'tools/psbn2bn.py' in message
     torch.testing.assert_close(
-        _eval_out(bn_model, x), _eval_out(ps_model, x), rtol=1e-6,
-        atol=1e-6)
-    torch.testing.assert_close(bn_model.bn1.bias,
-                               ps_model.bn1.bias + ALPHA)
+        _eval_out(bn_model, x), _eval_out(ps_model, x), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(bn_model.bn1.bias, ps_model.bn1.bias + ALPHA)
     assert bn_model.layer1[1].bn2.alpha.item() == pytest.approx(0.2)
     # torch's own loader folds too; a BN checkpoint: nothing to fold.
     with mock.patch.object(psbn_module, 'print_log') as log:
         res = bn_model.load_state_dict(ps_model.state_dict())
         assert not res.missing_keys and not res.unexpected_keys
         bn_model.load_state_dict(TinyNet().state_dict(), strict=False)
-    assert [c.args[0][:24] for c in log.call_args_list] == [
-        'psBN checkpoint entries '
-    ]
+    assert [c.args[0][:24]
+            for c in log.call_args_list] == ['psBN checkpoint entries ']
 
 
 def test_fold_psbn_entries_refuses_a_bn_layer_without_bias():
     ps = nn.Sequential(nn.Conv2d(3, 3, 1), _ps(3, affine=False))
     bn = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3, affine=False))
     fold_psbn_entries_on_load(bn)
-    with pytest.raises(ValueError,
-                       match=r"'1': a psBN .*BatchNorm2d layer has no bias"
-                       r".*type='psBN'"):
+    with pytest.raises(
+            ValueError,
+            match=r"'1': a psBN .*BatchNorm2d layer has no bias"
+            r".*type='psBN'"):
         bn.load_state_dict(ps.state_dict())

@@ -140,8 +140,7 @@ def _dead_channel_run(layer, x, eta, lam, steps):
     alpha = layer.alpha.item() if is_psbn(layer) else 0.0
     ratios, first_active = [], None
     for t in range(steps):
-        ratios.append(
-            (layer.bias.item() + alpha) / abs(layer.weight.item()))
+        ratios.append((layer.bias.item() + alpha) / abs(layer.weight.item()))
         out = F.relu(layer(x))
         if first_active is None and bool((out > 0).any()):
             first_active = t
@@ -158,8 +157,13 @@ def _dead_channel_run(layer, x, eta, lam, steps):
 def test_dead_channel_recovers_under_weight_decay_as_predicted():
     # alpha exact in float32 (the buffer's dtype before .double()).
     eta, lam, alpha, gamma0, margin = 0.5, 0.1, 0.125, 1.0, 0.15
-    x = torch.randn(8, 1, 2, 2, dtype=torch.float64,
-                    generator=torch.Generator().manual_seed(0))
+    x = torch.randn(
+        8,
+        1,
+        2,
+        2,
+        dtype=torch.float64,
+        generator=torch.Generator().manual_seed(0))
     # Largest normalised value: the channel is alive iff C > -x_hat_max.
     x_hat_max = F.batch_norm(x, None, None, training=True).max().item()
     c0 = -x_hat_max - margin  # (beta + alpha) / |gamma| deep in the dead zone
@@ -184,8 +188,8 @@ def test_dead_channel_recovers_under_weight_decay_as_predicted():
             layer.weight.fill_(gamma0)
             layer.bias.fill_(c0 * gamma0 - shift)
     ratios, first_active = _dead_channel_run(ps, x, eta, lam, predicted + 3)
-    np.testing.assert_allclose(ratios[:predicted + 1], law[:predicted + 1],
-                               rtol=1e-9)
+    np.testing.assert_allclose(
+        ratios[:predicted + 1], law[:predicted + 1], rtol=1e-9)
     assert first_active == predicted
 
     # BN: gamma and beta decay alike, the ratio never moves, never revives.
@@ -196,8 +200,9 @@ def test_dead_channel_recovers_under_weight_decay_as_predicted():
 
 # --- validation, repr, registry ----------------------------------------------
 @pytest.mark.parametrize('alpha', [
-    0, 0.0, -0.1, float('nan'), float('inf'), -float('inf'), True, False,
-    '0.1', None, [0.1],
+    0, 0.0, -0.1,
+    float('nan'),
+    float('inf'), -float('inf'), True, False, '0.1', None, [0.1],
     torch.tensor(0.1)
 ])
 def test_bad_alpha_is_a_value_error_showing_it(alpha):
@@ -223,8 +228,8 @@ def test_unknown_keyword_is_bn_type_error():
 
 
 def test_extra_repr_shows_alpha():
-    assert repr(PostShiftedBatchNorm2d(4, alpha=0.05)).endswith(
-        'track_running_stats=True, alpha=0.05)')
+    assert repr(PostShiftedBatchNorm2d(
+        4, alpha=0.05)).endswith('track_running_stats=True, alpha=0.05)')
     assert 'alpha=0.1)' in repr(PostShiftedSyncBatchNorm(4))
 
 
@@ -254,7 +259,9 @@ def test_builds_with_no_scope_after_import_alone():
         print(name, type(layer).__name__, round(layer.alpha.item(), 6))
     """)
     res = subprocess.run([sys.executable, '-c', code],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True,
+                         text=True,
+                         timeout=300)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split('\n')[:2] == [
         'bn1 PostShiftedBatchNorm2d 0.05', 'bn2 PostShiftedSyncBatchNorm 0.1'
@@ -287,8 +294,8 @@ def test_psbn_checkpoint_round_trips_exactly(strip):
 
 
 @pytest.mark.parametrize('strip', [False, True], ids=['metadata', 'stripped'])
-@pytest.mark.parametrize('drop_nbt', [False, True],
-                         ids=['nbt', 'no_num_batches_tracked'])
+@pytest.mark.parametrize(
+    'drop_nbt', [False, True], ids=['nbt', 'no_num_batches_tracked'])
 def test_bn_checkpoint_into_psbn_preserves_function(strip, drop_nbt):
     """ImageNet-style BN weights: no ``alpha`` key, maybe no metadata (then
     BN's version is unknown) and no num_batches_tracked (old torchvision)."""
@@ -297,9 +304,8 @@ def test_bn_checkpoint_into_psbn_preserves_function(strip, drop_nbt):
     sd = bn_model.state_dict()
     assert sd._metadata['bn1']['version'] == 2  # BN says 2, like psBN
     if drop_nbt:
-        sd = OrderedDict(
-            (k, v) for k, v in sd.items()
-            if not k.endswith('num_batches_tracked'))
+        sd = OrderedDict((k, v) for k, v in sd.items()
+                         if not k.endswith('num_batches_tracked'))
     if strip:
         sd = _strip(sd)
     before = {k: v.clone() for k, v in sd.items()}
@@ -344,8 +350,7 @@ def test_checkpoint_missing_a_layer_reports_it():
     ps = PostShiftedBatchNorm2d(3)
     res = ps.load_state_dict({}, strict=False)
     bn_res = nn.BatchNorm2d(3).load_state_dict({}, strict=False)
-    assert sorted(res.missing_keys) == sorted(bn_res.missing_keys +
-                                              ['alpha'])
+    assert sorted(res.missing_keys) == sorted(bn_res.missing_keys + ['alpha'])
 
 
 # --- converters --------------------------------------------------------------
@@ -396,8 +401,7 @@ def test_sync_convert_and_revert_share_tensors_and_keep_alpha():
     old_bn1 = model.bn1
     model = PostShiftedSyncBatchNorm.convert_sync_psbn(model)
     layers = [m for m in model.modules() if is_psbn(m)]
-    assert layers and all(
-        type(m) is PostShiftedSyncBatchNorm for m in layers)
+    assert layers and all(type(m) is PostShiftedSyncBatchNorm for m in layers)
     assert model.bn1.weight is old_bn1.weight
     assert model.bn1.alpha is old_bn1.alpha
     assert model.bn1.alpha.item() == pytest.approx(0.05)
@@ -444,8 +448,8 @@ def test_fold_keeps_metadata_and_refuses_what_it_cannot_fold():
     assert fold_psbn_state_dict(sd)._metadata == sd._metadata
     with pytest.raises(ValueError, match='no psBN layer found'):
         fold_psbn_state_dict(nn.BatchNorm2d(3).state_dict())
-    no_bias = nn.Sequential(nn.Conv2d(3, 3, 1),
-                            PostShiftedBatchNorm2d(3, affine=False))
+    no_bias = nn.Sequential(
+        nn.Conv2d(3, 3, 1), PostShiftedBatchNorm2d(3, affine=False))
     with pytest.raises(ValueError, match="'1' has no bias"):
         fold_psbn_state_dict(no_bias.state_dict())
     # An unrelated 'alpha' (a learnable scalar next to no BN) is not psBN.

@@ -26,8 +26,7 @@ def _resnet(depth, norm_cfg, **kwargs):
     from mmdet.registry import MODELS
     init_default_scope('mmdet')
     cfg = dict(
-        type='ResNet', depth=depth, norm_cfg=norm_cfg, init_cfg=None,
-        **kwargs)
+        type='ResNet', depth=depth, norm_cfg=norm_cfg, init_cfg=None, **kwargs)
     return MODELS.build(cfg)
 
 
@@ -75,7 +74,9 @@ def test_resnet50_names_and_torchvision_checkpoint(r50_bn, r50_ps, tmp_path):
 
 def test_norm_eval_frozen_stages_and_decay_mult():
     model = _resnet(
-        18, dict(type='psBN', requires_grad=True), norm_eval=True,
+        18,
+        dict(type='psBN', requires_grad=True),
+        norm_eval=True,
         frozen_stages=1)
     model.train()
     layers = [m for m in model.modules() if is_psbn(m)]
@@ -93,8 +94,10 @@ def test_norm_eval_frozen_stages_and_decay_mult():
         dict(
             optimizer=dict(type='SGD', lr=0.1, weight_decay=1e-4),
             paramwise_cfg=dict(norm_decay_mult=0.)))
-    decay = {id(g['params'][0]): g['weight_decay']
-             for g in wrapper.optimizer.param_groups}
+    decay = {
+        id(g['params'][0]): g['weight_decay']
+        for g in wrapper.optimizer.param_groups
+    }
     bn = model.layer2[0].bn1
     assert decay[id(bn.weight)] == 0 and decay[id(bn.bias)] == 0
     assert decay[id(model.layer2[0].conv1.weight)] == pytest.approx(1e-4)
@@ -110,8 +113,7 @@ def test_retinanet_with_psbn_trains(tmp_path):
         "model = dict(backbone=dict(norm_cfg=dict(type='psBN'), "
         'init_cfg=None))\n')
     cfg = Config.fromfile(str(config))
-    assert cfg.model.backbone.norm_cfg == dict(
-        type='psBN', requires_grad=True)
+    assert cfg.model.backbone.norm_cfg == dict(type='psBN', requires_grad=True)
     model = MODELS.build(cfg.model)
     assert type(model.backbone.layer3[2].bn2) is PostShiftedBatchNorm2d
     model.train()
@@ -182,17 +184,27 @@ def test_folded_checkpoint_loads_into_vanilla_mmdet(r50_ps, tmp_path):
             state_dict=model.state_dict(),
             optimizer=optimizer.state_dict()), ckpt)
     folded = tmp_path / 'deploy' / 'bn.pth'
-    res = subprocess.run([sys.executable, PSBN2BN, str(ckpt),
-                          str(folded)],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, PSBN2BN,
+         str(ckpt), str(folded)],
+        capture_output=True,
+        text=True,
+        timeout=300)
     assert res.returncode == 0, res.stderr
     assert '53 psBN layers' in res.stdout
 
     torch.save(x, tmp_path / 'x.pth')
     res = subprocess.run([
-        sys.executable, '-c', textwrap.dedent(VANILLA),
-        str(folded), str(tmp_path / 'x.pth'), str(tmp_path / 'outs.pth')
-    ], capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+        sys.executable, '-c',
+        textwrap.dedent(VANILLA),
+        str(folded),
+        str(tmp_path / 'x.pth'),
+        str(tmp_path / 'outs.pth')
+    ],
+                         capture_output=True,
+                         text=True,
+                         timeout=300,
+                         cwd=str(tmp_path))
     assert res.returncode == 0, res.stderr
     assert "'num_layers': 53" in res.stdout
     outs = torch.load(tmp_path / 'outs.pth', weights_only=True)

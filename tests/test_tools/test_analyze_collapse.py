@@ -21,13 +21,17 @@ def test_side_by_side_series_json_and_plots(tmp_path):
     bn = tmp_path / 'bn.pth'
     ps = tmp_path / 'ps.pth'
     # an mmengine-style checkpoint and a bare (torchvision-style) state dict
-    torch.save(dict(meta=dict(iter=10), state_dict=block_state(
-        torch.nn.BatchNorm2d, [0.0, 0.0, -5.0, -5.0])), bn)
-    torch.save(block_state(PostShiftedBatchNorm2d, [0.0, 0.0, 0.0, -5.0]),
-               ps)
+    torch.save(
+        dict(
+            meta=dict(iter=10),
+            state_dict=block_state(torch.nn.BatchNorm2d,
+                                   [0.0, 0.0, -5.0, -5.0])), bn)
+    torch.save(block_state(PostShiftedBatchNorm2d, [0.0, 0.0, 0.0, -5.0]), ps)
     out = tmp_path / 'out'
-    proc = run_tool(['tools/analyze_collapse.py', bn, ps, '--labels', 'BN',
-                     'psBN', '--out-dir', out])
+    proc = run_tool([
+        'tools/analyze_collapse.py', bn, ps, '--labels', 'BN', 'psBN',
+        '--out-dir', out
+    ])
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert 'bn1' in proc.stdout and 'BN/psBN' in proc.stdout
     assert 'BN: collapsed 12.50 %, dead 25.00 %' in proc.stdout
@@ -56,18 +60,19 @@ def test_flops_sparsity_with_config(tmp_path):
     with torch.no_grad():
         model.layer1[0].bn1.weight[:32] = 0.0  # half of one layer collapses
     torch.save(model.state_dict(), ckpt)
-    proc = run_tool(['tools/analyze_collapse.py', ckpt, '--config', cfg,
-                     '--input-size', '64', '64', '--out-dir',
-                     tmp_path / 'out'], cwd=REPO)
+    proc = run_tool([
+        'tools/analyze_collapse.py', ckpt, '--config', cfg, '--input-size',
+        '64', '64', '--out-dir', tmp_path / 'out'
+    ],
+                    cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    s = json.load(open(tmp_path / 'out' / 'collapse_analysis.json')
-                  )['checkpoints'][0]['summary']
+    s = json.load(open(tmp_path / 'out' /
+                       'collapse_analysis.json'))['checkpoints'][0]['summary']
     # 32 channels of layer1.0.bn1 (16x16 maps at 64x64 input): producer
     # conv1 3x3x64 -> 64*9*256 each, consumer conv2 3x3 -> 64*9*256 each.
     removed = 32 * 2 * 64 * 9 * 256
     total = 1.82e9 * (64 / 224)**2  # ResNet-18: 1.82 GMACs at 224
-    assert s["sparsity"] == pytest.approx(removed / total,
-                                           rel=0.03)
+    assert s['sparsity'] == pytest.approx(removed / total, rel=0.03)
     # With the graph, the dead share covers the rectified channels: the
     # stem's bn1 and each BasicBlock's bn1 (64 + 2*(64+128+256+512)), not
     # bn2 or the downsample BNs, which feed an addition (4,800 in all).
@@ -82,8 +87,8 @@ def test_refuses_unsafe_and_corrupt_files(tmp_path):
     bad = tmp_path / 'bad.pth'
     bad.write_bytes(b'not a checkpoint')
     for path in (evil, bad):
-        proc = run_tool(['tools/analyze_collapse.py', path, '--out-dir',
-                         tmp_path / 'o'])
+        proc = run_tool(
+            ['tools/analyze_collapse.py', path, '--out-dir', tmp_path / 'o'])
         assert proc.returncode == 2, proc.stdout[-2000:]
         assert 'cannot be read safely' in proc.stdout
         assert 'Traceback' not in proc.stdout

@@ -6,6 +6,9 @@ import pytest
 
 from ..conftest import REPO, TOOLS, run_tool, write_toy_config
 
+# An old path of a CIFAR config (forwarding to projects/psbn_cifar/configs).
+CIFAR_CONFIG = 'resnet20_psbn_restart9x100.py'
+
 
 def assert_refused(proc, *fragments):
     assert proc.returncode == 2, proc.stdout[-3000:]
@@ -16,8 +19,8 @@ def assert_refused(proc, *fragments):
 
 def test_missing_config(tmp_path):
     work_dir = tmp_path / 'work'
-    proc = run_tool(['tools/train.py', tmp_path / 'nope.py', '--work-dir',
-                     work_dir])
+    proc = run_tool(
+        ['tools/train.py', tmp_path / 'nope.py', '--work-dir', work_dir])
     assert_refused(proc, 'nope.py', 'does not exist')
     assert not work_dir.exists()
 
@@ -27,14 +30,14 @@ def test_missing_data_root_names_path_and_fix(tmp_path):
     cfg = write_toy_config(tmp_path / 'cfg.py', missing)
     work_dir = tmp_path / 'work'
     proc = run_tool(['tools/train.py', cfg, '--work-dir', work_dir])
-    assert_refused(proc, missing, 'tools/misc/make_toy_coco.py',
-                   'COCO 2017')
+    assert_refused(proc, missing, 'tools/misc/make_toy_coco.py', 'COCO 2017')
     assert not work_dir.exists()
 
 
 def test_missing_annotation_file(toy_coco, tmp_path):
     cfg = write_toy_config(
-        tmp_path / 'cfg.py', toy_coco,
+        tmp_path / 'cfg.py',
+        toy_coco,
         extra='train_dataloader = dict(dataset=dict(data_root=data_root, '
         "ann_file='x.json'))\n")
     proc = run_tool(['tools/train.py', cfg, '--work-dir', tmp_path / 'w'])
@@ -69,8 +72,8 @@ def test_typo_in_cfg_options(toy_coco, tmp_path):
 
 def test_amp_without_cuda_is_refused(toy_coco, tmp_path):
     cfg = write_toy_config(tmp_path / 'cfg.py', toy_coco)
-    proc = run_tool(['tools/train.py', cfg, '--amp', '--work-dir',
-                     tmp_path / 'w'])
+    proc = run_tool(
+        ['tools/train.py', cfg, '--amp', '--work-dir', tmp_path / 'w'])
     assert_refused(proc, '--amp needs CUDA')
 
 
@@ -88,8 +91,10 @@ def test_dist_train_rejects_missing_config(tmp_path):
 
 def test_slurm_train_rejects_bad_gpus(toy_coco, tmp_path):
     cfg = write_toy_config(tmp_path / 'cfg.py', toy_coco)
-    proc = run_tool([osp.join(TOOLS, 'slurm_train.sh'), 'part', 'job', cfg,
-                     tmp_path / 'w'], env=dict(GPUS='eight'))
+    proc = run_tool([
+        osp.join(TOOLS, 'slurm_train.sh'), 'part', 'job', cfg, tmp_path / 'w'
+    ],
+                    env=dict(GPUS='eight'))
     assert_refused(proc, "GPUS must be a positive integer, got 'eight'")
 
 
@@ -98,8 +103,8 @@ def test_missing_cifar_root_gives_the_cifar_hint(tmp_path):
     missing = str(tmp_path / 'no_cifar')
     cfg = tmp_path / 'cfg.py'
     cfg.write_text(
-        f"_base_ = {osp.join(REPO, 'configs', 'cifar10', 'resnet20_psbn_restart9x100.py')!r}\n"
-        f"train_dataloader = dict(dataset=dict(data_root={missing!r}))\n")
+        f"_base_ = {osp.join(REPO, 'configs', 'cifar10', CIFAR_CONFIG)!r}\n"
+        f'train_dataloader = dict(dataset=dict(data_root={missing!r}))\n')
     work_dir = tmp_path / 'work'
     proc = run_tool(['tools/train.py', cfg, '--work-dir', work_dir])
     assert_refused(proc, missing, 'cifar-10-batches-py',

@@ -1,7 +1,7 @@
 # Copyright (c) mmdet-psbn contributors. All rights reserved.
-"""tools/misc/demo.py without running it: its configs load and build, the
-psBN finetune differs from the BN one only in the norm, and the summary
-reads collapse reports with and without the activation-based keys."""
+"""tools/misc/demo.py without running it: its configs load and build, the psBN
+finetune differs from the BN one only in the norm, and the summary reads
+collapse reports with and without the activation-based keys."""
 import importlib.util
 import json
 import os.path as osp
@@ -60,17 +60,21 @@ def test_finetune_configs_build_a_retinanet_on_the_digits(norm):
     init_default_scope('mmdet')
     model = MODELS.build(cfg.model)
     assert model.bbox_head.num_classes == 10
-    norms = [m for n, m in model.backbone.named_modules()
-             if n.endswith(('bn1', 'bn2'))]
-    assert norms and {type(m).__name__ for m in norms} == {
-        'BatchNorm2d' if norm == 'BN' else 'PostShiftedBatchNorm2d'}
+    norms = [
+        m for n, m in model.backbone.named_modules()
+        if n.endswith(('bn1', 'bn2'))
+    ]
+    assert norms and {
+        type(m).__name__
+        for m in norms
+    } == {'BatchNorm2d' if norm == 'BN' else 'PostShiftedBatchNorm2d'}
 
 
 def test_psbn_finetune_differs_from_bn_only_in_the_norm():
     bn = load(demo.FINETUNE['BN']).to_dict()
     ps = load(demo.FINETUNE['psBN']).to_dict()
-    assert ps['model']['backbone'].pop('norm_cfg') == dict(type='psBN',
-                                                           requires_grad=True)
+    assert ps['model']['backbone'].pop('norm_cfg') == dict(
+        type='psBN', requires_grad=True)
     assert bn['model']['backbone'].pop('norm_cfg')['type'] == 'BN'
     assert ps == bn
 
@@ -87,10 +91,15 @@ def test_pretrain_checkpoint_path_matches_the_finetunes_default():
 def _history(dead, inactive=None, **extra):
     rows = []
     for i, d in enumerate(dead):
-        row = dict(iter=32 * i, epoch=i // 2, collapsed=0.0, dead=d,
-                   zero_init=0.0, sparsity=0.0,
-                   entered_dead=3 if i == 1 else 0,
-                   recovered=2 if i == 2 else 0)
+        row = dict(
+            iter=32 * i,
+            epoch=i // 2,
+            collapsed=0.0,
+            dead=d,
+            zero_init=0.0,
+            sparsity=0.0,
+            entered_dead=3 if i == 1 else 0,
+            recovered=2 if i == 2 else 0)
         if inactive is not None:
             row['inactive'] = inactive[i]
         row.update(extra)
@@ -100,14 +109,37 @@ def _history(dead, inactive=None, **extra):
 
 LAYERS = [
     # 16 + 16 ReLU-fed backbone channels, a residual-branch BN, a head GN.
-    dict(name='backbone.bn1', channels=16, rectified=True, collapsed=2,
-         dead=4, inactive=6, zero_init_channels=0),
-    dict(name='backbone.layer1.0.bn1', channels=16, rectified=True,
-         collapsed=0, dead=0, inactive=2, zero_init_channels=0),
-    dict(name='backbone.layer1.0.bn2', channels=16, rectified=False,
-         collapsed=2, dead=0, zero_init_channels=0),
-    dict(name='bbox_head.cls_convs.0.gn', channels=64, rectified=True,
-         collapsed=10, dead=10, inactive=10, zero_init_channels=0),
+    dict(
+        name='backbone.bn1',
+        channels=16,
+        rectified=True,
+        collapsed=2,
+        dead=4,
+        inactive=6,
+        zero_init_channels=0),
+    dict(
+        name='backbone.layer1.0.bn1',
+        channels=16,
+        rectified=True,
+        collapsed=0,
+        dead=0,
+        inactive=2,
+        zero_init_channels=0),
+    dict(
+        name='backbone.layer1.0.bn2',
+        channels=16,
+        rectified=False,
+        collapsed=2,
+        dead=0,
+        zero_init_channels=0),
+    dict(
+        name='bbox_head.cls_convs.0.gn',
+        channels=64,
+        rectified=True,
+        collapsed=10,
+        dead=10,
+        inactive=10,
+        zero_init_channels=0),
 ]
 
 
@@ -121,41 +153,64 @@ def _write_report(path, history, layers):
 
 def test_summary_reads_old_and_new_reports(tmp_path, capsys):
     # A report from before ``inactive`` and ``rectified`` existed ...
-    old_layers = [{k: v for k, v in r.items()
-                   if k not in ('inactive', 'rectified')} for r in LAYERS]
+    old_layers = [{
+        k: v
+        for k, v in r.items() if k not in ('inactive', 'rectified')
+    } for r in LAYERS]
     old = _write_report(tmp_path / 'bn' / 'collapse',
                         _history([0.0, 0.10, 0.12]), old_layers)
     # ... and one with them.
     new = _write_report(
         tmp_path / 'psbn' / 'collapse',
-        _history([0.0, 0.08, 0.01], inactive=[0.0, 0.2, 0.05],
+        _history([0.0, 0.08, 0.01],
+                 inactive=[0.0, 0.2, 0.05],
                  rectified_channels=96), LAYERS)
-    rows = {n: demo.collapse_row(demo.read_report(d))
-            for n, d in (('BN', old), ('psBN', new))}
+    rows = {
+        n: demo.collapse_row(demo.read_report(d))
+        for n, d in (('BN', old), ('psBN', new))
+    }
     assert rows['BN']['dead'] == (0.0, 0.12)
     assert rows['BN']['inactive'] == (None, None)
     assert rows['BN']['dead_peak'] == 0.12
     assert (rows['BN']['entered_dead'], rows['BN']['recovered']) == (3, 2)
     # Without ``rectified`` every backbone channel counts.
-    assert rows['BN']['part'] == dict(collapsed=4 / 48, dead=4 / 48,
-                                      dead_channels=4, inactive=None,
-                                      channels=48)
+    assert rows['BN']['part'] == dict(
+        collapsed=4 / 48,
+        dead=4 / 48,
+        dead_channels=4,
+        inactive=None,
+        channels=48)
     assert rows['psBN']['inactive'] == (0.0, 0.05)
     assert rows['psBN']['channels'] == 96
     assert rows['psBN']['iters'] == (0, 64)
-    assert rows['psBN']['part'] == dict(collapsed=4 / 48, dead=4 / 32,
-                                        dead_channels=4, inactive=8 / 32,
-                                        channels=32)
+    assert rows['psBN']['part'] == dict(
+        collapsed=4 / 48,
+        dead=4 / 32,
+        dead_channels=4,
+        inactive=8 / 32,
+        channels=32)
 
     results = {
-        'BN': dict(metrics={'coco/bbox_mAP': 0.25, 'coco/bbox_mAP_50': 0.5},
-                   collapse=rows['BN'], collapse_dir=old),
-        'psBN': dict(metrics={'coco/bbox_mAP': 0.3,
-                              'coco/bbox_mAP_50': 0.6},
-                     collapse=rows['psBN'], collapse_dir=new),
+        'BN':
+        dict(
+            metrics={
+                'coco/bbox_mAP': 0.25,
+                'coco/bbox_mAP_50': 0.5
+            },
+            collapse=rows['BN'],
+            collapse_dir=old),
+        'psBN':
+        dict(
+            metrics={
+                'coco/bbox_mAP': 0.3,
+                'coco/bbox_mAP_50': 0.6
+            },
+            collapse=rows['psBN'],
+            collapse_dir=new),
     }
-    demo.print_summary(91.4, dict(lr=0.2, weight_decay=1e-2, momentum=0.9,
-                                  clip=10), results)
+    demo.print_summary(91.4,
+                       dict(lr=0.2, weight_decay=1e-2, momentum=0.9, clip=10),
+                       results)
     out = capsys.readouterr().out
     assert 'test top-1 91.4 %' in out
     assert 'lr x decay x iterations = 0.128' in out  # 0.2 * 1e-2 * 64
@@ -194,6 +249,7 @@ def test_bad_threads_is_an_input_error(capsys):
 
 
 def test_a_failed_stage_ends_as_bad_input_does(monkeypatch, capsys):
+
     def fail(args):
         raise demo.StageFailed('stage 1 failed (exit status 1): x.py')
 

@@ -16,8 +16,8 @@ from ..conftest import (TOOLS, free_port, iter_schedule, run_tool,
 
 def read_scalars(work_dir):
     """The JSON scalar log of the run in ``work_dir`` (one timestamp dir)."""
-    runs = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data',
-                                     'scalars.json')))
+    runs = sorted(
+        glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
     assert runs, f'no scalars.json under {work_dir}'
     with open(runs[-1]) as f:
         return [json.loads(line) for line in f]
@@ -101,8 +101,8 @@ def test_resume_matches_uninterrupted_run(toy_coco, tmp_path):
     assert proc.returncode == 0, proc.stdout[-5000:]
     assert 'resumed epoch: 0, iter: 3' in proc.stdout
 
-    full, resumed = (state_dict(osp.join(d, 'iter_6.pth'))
-                     for d in (full_dir, part_dir))
+    full, resumed = (
+        state_dict(osp.join(d, 'iter_6.pth')) for d in (full_dir, part_dir))
     assert full.keys() == resumed.keys()
     for key in full:
         torch.testing.assert_close(resumed[key], full[key], msg=key)
@@ -122,7 +122,8 @@ def test_resume_auto_picks_latest(trained, toy_coco, tmp_path):
     ckpt = work_dir / 'iter_4.pth'
     shutil.copy(osp.join(trained['work_dir'], 'iter_4.pth'), ckpt)
     (work_dir / 'last_checkpoint').write_text(str(ckpt))
-    proc = run_tool(['tools/train.py', cfg, '--work-dir', work_dir, '--resume'])
+    proc = run_tool(
+        ['tools/train.py', cfg, '--work-dir', work_dir, '--resume'])
     assert proc.returncode == 0, proc.stdout[-5000:]
     assert 'resumed epoch: 0, iter: 4' in proc.stdout
     assert (work_dir / 'iter_5.pth').is_file()

@@ -58,21 +58,27 @@ def test_load_checkpoint_messages(tmp_path):
     corrupt = tmp_path / 'bad.pth'
     corrupt.write_bytes(b'PK\x03\x04 not a whole checkpoint')
     for mmap in (False, True):
-        with pytest.raises(InputError,
-                           match='cannot be read safely.*corrupt.*delete'):
+        with pytest.raises(
+                InputError, match='cannot be read safely.*corrupt.*delete'):
             load_checkpoint(str(corrupt), mmap=mmap)
     unsafe = tmp_path / 'unsafe.pth'
     torch.save(dict(args=argparse.Namespace(a=1)), unsafe)
-    with pytest.raises(InputError, match='Unsupported global.*argparse'
-                       '.Namespace.*if you trust the file'):
+    with pytest.raises(
+            InputError,
+            match='Unsupported global.*argparse'
+            '.Namespace.*if you trust the file'):
         check_checkpoint(str(unsafe))
 
 
 def test_json_default_and_dump_json(tmp_path):
-    obj = dict(t=torch.arange(3), a=np.ones(2), i=np.int64(4),
-               f=np.float32(0.5), nan=np.float32('nan'), other=int)
+    obj = dict(
+        t=torch.arange(3),
+        a=np.ones(2),
+        i=np.int64(4),
+        f=np.float32(0.5),
+        nan=np.float32('nan'),
+        other=int)
     path = dump_json(obj, str(tmp_path / 'r.json'))
     assert json.load(open(path)) == dict(
-        t=[0, 1, 2], a=[1.0, 1.0], i=4, f=0.5, nan=None,
-        other="<class 'int'>")
+        t=[0, 1, 2], a=[1.0, 1.0], i=4, f=0.5, nan=None, other="<class 'int'>")
     assert json_default(np.bool_(True)) is True

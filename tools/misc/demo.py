@@ -68,10 +68,13 @@ def parse_args(argv=None):
         description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        '--work-dir', default='work_dirs/demo',
+        '--work-dir',
+        default='work_dirs/demo',
         help='where the stages write (default: %(default)s)')
     parser.add_argument(
-        '--threads', type=int, default=1,
+        '--threads',
+        type=int,
+        default=1,
         help='intra-op CPU threads of each stage; the figures the README '
         'quotes were made with 1 (default: %(default)s). The models are '
         'small: on 2 cores shared with other work, 2 threads made the '
@@ -83,8 +86,11 @@ def parse_args(argv=None):
 
 
 class StageFailed(RuntimeError):
-    """A stage failed, or did not write what the summary reads. The demo
-    then ends as a tool does on bad input (:func:`main`)."""
+    """A stage failed, or did not write what the summary reads.
+
+    The demo
+    then ends as a tool does on bad input (:func:`main`).
+    """
 
 
 def run(title, args, env):
@@ -105,12 +111,11 @@ def last_checkpoint(work_dir):
 
 
 def final_metrics(work_dir, key='coco/bbox_mAP'):
-    """The metrics of the last evaluation a tool logged in ``work_dir``
-    (its newest ``<timestamp>/`` run): tools/test.py's
-    ``<timestamp>.json``, or the last validation in tools/train.py's
-    ``vis_data/scalars.json``."""
-    for run_dir in sorted(glob.glob(osp.join(work_dir, '*_*', '')),
-                          reverse=True):
+    """The metrics of the last evaluation a tool logged in ``work_dir`` (its
+    newest ``<timestamp>/`` run): tools/test.py's ``<timestamp>.json``, or the
+    last validation in tools/train.py's ``vis_data/scalars.json``."""
+    for run_dir in sorted(
+            glob.glob(osp.join(work_dir, '*_*', '')), reverse=True):
         stamp = osp.basename(osp.dirname(run_dir))
         for path in (osp.join(run_dir, stamp + '.json'),
                      osp.join(run_dir, 'vis_data', 'scalars.json')):
@@ -124,15 +129,17 @@ def final_metrics(work_dir, key='coco/bbox_mAP'):
 
 
 def train_settings(config: str) -> Dict:
-    """lr, weight decay and gradient clipping of a training config."""
+    """Lr, weight decay and gradient clipping of a training config."""
     from mmengine.config import Config
     cfg = Config.fromfile(osp.join(REPO, config))
     opt = cfg.optim_wrapper.optimizer
     clip = cfg.optim_wrapper.get('clip_grad') or {}
-    return dict(lr=opt.lr, weight_decay=opt.weight_decay,
-                momentum=opt.get('momentum', 0.0),
-                clip=clip.get('max_norm'),
-                epochs=cfg.train_cfg.get('max_epochs'))
+    return dict(
+        lr=opt.lr,
+        weight_decay=opt.weight_decay,
+        momentum=opt.get('momentum', 0.0),
+        clip=clip.get('max_norm'),
+        epochs=cfg.train_cfg.get('max_epochs'))
 
 
 # ------------------------------------------------------------ the summary
@@ -167,25 +174,25 @@ def collapse_row(report: Dict, prefix: str = 'backbone.') -> Dict:
         return first.get(key), last.get(key)
 
     dead = [r['dead'] for r in history if r.get('dead') is not None]
-    layers = [r for r in report.get('layers') or []
-              if r['name'].startswith(prefix)]
+    layers = [
+        r for r in report.get('layers') or [] if r['name'].startswith(prefix)
+    ]
     counted = sum(r['channels'] - r.get('zero_init_channels', 0)
                   for r in layers)
     # Dead and inactive are counted among channels that feed a ReLU where
     # the report says which do (``rectified``), else among all.
     rect = [r for r in layers if r.get('rectified', True)]
-    rect_n = sum(r['channels'] - r.get('zero_init_channels', 0)
-                 for r in rect)
+    rect_n = sum(r['channels'] - r.get('zero_init_channels', 0) for r in rect)
     probed = [r for r in rect if 'inactive' in r]
     probed_n = sum(r['channels'] - r.get('zero_init_channels', 0)
                    for r in probed)
     part = dict(
-        collapsed=sum(r['collapsed'] for r in layers) / counted
-        if counted else None,
+        collapsed=sum(r['collapsed']
+                      for r in layers) / counted if counted else None,
         dead=sum(r['dead'] for r in rect) / rect_n if rect_n else None,
         dead_channels=sum(r['dead'] for r in rect),
-        inactive=sum(r['inactive'] for r in probed) / probed_n
-        if probed_n else None,
+        inactive=sum(r['inactive']
+                     for r in probed) / probed_n if probed_n else None,
         channels=rect_n)
     return dict(
         iters=(first.get('iter'), last.get('iter')),
@@ -216,8 +223,10 @@ def format_table(results: Dict[str, Dict]) -> List[str]:
     col = {n: results[n]['collapse'] for n in norms}
 
     def metric(key):
-        return [f'{results[n]["metrics"][key]:.3f}'
-                if key in results[n]['metrics'] else 'n/a' for n in norms]
+        return [
+            f'{results[n]["metrics"][key]:.3f}'
+            if key in results[n]['metrics'] else 'n/a' for n in norms
+        ]
 
     whole_n = {c['channels'] for c in col.values()}
     rows = [
@@ -228,24 +237,25 @@ def format_table(results: Dict[str, Dict]) -> List[str]:
         ('  collapsed', [_pct(col[n]['part']['collapsed']) for n in norms]),
         ('  dead', [_pct(col[n]['part']['dead']) for n in norms]),
         ('  inactive', [_pct(col[n]['part']['inactive']) for n in norms]),
-        ('all monitored layers, start -> end' + (
-            f' ({whole_n.pop():.0f} channels)'
-            if len(whole_n) == 1 and None not in whole_n else ''), None),
+        ('all monitored layers, start -> end' +
+         (f' ({whole_n.pop():.0f} channels)'
+          if len(whole_n) == 1 and None not in whole_n else ''), None),
         ('  collapsed', [_pair(col[n]['collapsed']) for n in norms]),
         ('  dead', [_pair(col[n]['dead']) for n in norms]),
         ('  inactive', [_pair(col[n]['inactive']) for n in norms]),
-        ('  dead, highest measured', [_pct(col[n]['dead_peak'])
-                                      for n in norms]),
-        ('  channel moves into dead', [str(col[n]['entered_dead'])
-                                       for n in norms]),
-        ('  channel moves out (recovered)', [str(col[n]['recovered'])
-                                             for n in norms]),
+        ('  dead, highest measured',
+         [_pct(col[n]['dead_peak']) for n in norms]),
+        ('  channel moves into dead',
+         [str(col[n]['entered_dead']) for n in norms]),
+        ('  channel moves out (recovered)',
+         [str(col[n]['recovered']) for n in norms]),
     ]
     width = max(len(label) for label, cells in rows if cells is not None)
     cw = max(12, *(len(c) + 2 for _, cells in rows if cells for c in cells))
-    return [label if cells is None else
-            f'{label:<{width}}' + ''.join(f'{c:>{cw}}' for c in cells)
-            for label, cells in rows]
+    return [
+        label if cells is None else f'{label:<{width}}' +
+        ''.join(f'{c:>{cw}}' for c in cells) for label, cells in rows
+    ]
 
 
 def decay_product(lr: float, weight_decay: float, iters: int) -> float:
@@ -255,11 +265,13 @@ def decay_product(lr: float, weight_decay: float, iters: int) -> float:
     return lr * weight_decay * iters
 
 
-def print_summary(pretrain_acc: Optional[float], settings: Dict,
-                  results: Dict[str, Dict], elapsed: Optional[float] = None,
+def print_summary(pretrain_acc: Optional[float],
+                  settings: Dict,
+                  results: Dict[str, Dict],
+                  elapsed: Optional[float] = None,
                   threads: Optional[int] = None) -> None:
-    """Print the demo's final summary (also used by the tests on
-    hand-made reports)."""
+    """Print the demo's final summary (also used by the tests on hand-made
+    reports)."""
     print()
     if elapsed is not None:
         print(f'[demo] finished in {elapsed:.0f} s ({threads} CPU '
@@ -281,18 +293,20 @@ def print_summary(pretrain_acc: Optional[float], settings: Dict,
           f' = {paper:.3g})')
     for line in format_table(results):
         print('[demo]   ' + line)
-    print('[demo]   dead backbone channels at the end: ' + ', '.join(
-        f'{norm} {r["collapse"]["part"]["dead_channels"]} of '
-        f'{r["collapse"]["part"]["channels"]}'
-        for norm, r in results.items()))
+    print('[demo]   dead backbone channels at the end: ' +
+          ', '.join(f'{norm} {r["collapse"]["part"]["dead_channels"]} of '
+                    f'{r["collapse"]["part"]["channels"]}'
+                    for norm, r in results.items()))
     print('[demo]   collapsed: |gamma| < 1e-3; dead: P(y > 0) < 1e-3 from '
           'gamma and beta (+ alpha); inactive: output <= 0 everywhere on a '
           'training batch; recovered: left the dead region. The head\'s '
           'GroupNorm layers are the same in both runs.')
     for norm, res in results.items():
         print(f'[demo]   {norm} report and plots: {res["collapse_dir"]}/ (' +
-              ', '.join(sorted(osp.basename(p) for p in glob.glob(
-                  osp.join(res['collapse_dir'], '*.*')))) + ')')
+              ', '.join(
+                  sorted(
+                      osp.basename(p) for p in glob.glob(
+                          osp.join(res['collapse_dir'], '*.*')))) + ')')
 
 
 def main(argv=None):
@@ -322,13 +336,19 @@ def run_demo(args: argparse.Namespace) -> None:
     results = {}
     for norm in ('BN', 'psBN'):
         ft_dir = osp.join(work, f'finetune_{norm.lower()}')
-        run(f'stage 2: finetune as a RetinaNet with {norm}', [
-            'tools/train.py', FINETUNE[norm], '--work-dir', ft_dir,
-            '--cfg-options',
-            f'model.backbone.init_cfg.checkpoint={pretrained}',
-            # No validation at the end of training: tools/test.py is next.
-            'train_cfg.val_begin=1000000'
-        ], env)
+        run(
+            f'stage 2: finetune as a RetinaNet with {norm}',
+            [
+                'tools/train.py',
+                FINETUNE[norm],
+                '--work-dir',
+                ft_dir,
+                '--cfg-options',
+                f'model.backbone.init_cfg.checkpoint={pretrained}',
+                # No validation at the end of training: tools/test.py is next.
+                'train_cfg.val_begin=1000000'
+            ],
+            env)
         test_dir = osp.join(ft_dir, 'test')
         run(f'evaluate the {norm} finetune', [
             'tools/test.py', FINETUNE[norm],
@@ -341,8 +361,12 @@ def run_demo(args: argparse.Namespace) -> None:
             collapse_dir=collapse_dir)
 
     acc = final_metrics(pre_dir, 'accuracy/top1')['accuracy/top1']
-    print_summary(acc, train_settings(FINETUNE['BN']), results,
-                  elapsed=time.time() - start, threads=args.threads)
+    print_summary(
+        acc,
+        train_settings(FINETUNE['BN']),
+        results,
+        elapsed=time.time() - start,
+        threads=args.threads)
 
 
 if __name__ == '__main__':

@@ -17,22 +17,29 @@ from psbn_cifar.datasets.cifar import make_toy_cifar
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('root', help='data root to create (the folder that '
-                        'will contain cifar-10-batches-py)')
+    parser.add_argument(
+        'root',
+        help='data root to create (the folder that '
+        'will contain cifar-10-batches-py)')
     parser.add_argument('--num-train', type=int, default=200)
     parser.add_argument('--num-test', type=int, default=100)
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--force', action='store_true',
-                        help='rebuild even if the same toy set exists')
+    parser.add_argument(
+        '--force',
+        action='store_true',
+        help='rebuild even if the same toy set exists')
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     with user_errors(ValueError, FileExistsError):
-        root = make_toy_cifar(args.root, num_train=args.num_train,
-                              num_test=args.num_test, seed=args.seed,
-                              force=args.force)
+        root = make_toy_cifar(
+            args.root,
+            num_train=args.num_train,
+            num_test=args.num_test,
+            seed=args.seed,
+            force=args.force)
     print(f'toy CIFAR-10 set at {osp.abspath(root)}/cifar-10-batches-py: '
           f'{args.num_train} train / {args.num_test} test images of 32px')
 

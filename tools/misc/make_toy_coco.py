@@ -1,7 +1,7 @@
 # Copyright (c) mmdet-psbn contributors. All rights reserved.
 """Write the toy COCO-format detection set (see mmdet_psbn.datasets.toy_coco).
 
-    python tools/misc/make_toy_coco.py data/toy_coco
+python tools/misc/make_toy_coco.py data/toy_coco
 """
 import argparse
 import os.path as osp
@@ -18,8 +18,10 @@ def parse_args(argv=None):
     parser.add_argument('--image-size', type=int, default=128)
     parser.add_argument('--max-objects', type=int, default=3)
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--force', action='store_true',
-                        help='rebuild even if the same set exists')
+    parser.add_argument(
+        '--force',
+        action='store_true',
+        help='rebuild even if the same set exists')
     return parser.parse_args(argv)
 
 
@@ -27,9 +29,13 @@ def main(argv=None):
     args = parse_args(argv)
     with user_errors(ValueError, FileExistsError):
         info = make_toy_coco(
-            args.root, num_train=args.num_train, num_val=args.num_val,
-            image_size=args.image_size, max_objects=args.max_objects,
-            seed=args.seed, force=args.force)
+            args.root,
+            num_train=args.num_train,
+            num_val=args.num_val,
+            image_size=args.image_size,
+            max_objects=args.max_objects,
+            seed=args.seed,
+            force=args.force)
     print(f'toy COCO set at {osp.abspath(args.root)}: '
           f'{info["num_train"]} train / {info["num_val"]} val images of '
           f'{info["image_size"]}px')

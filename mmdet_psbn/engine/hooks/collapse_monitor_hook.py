@@ -31,7 +31,7 @@ def _unwrap(model):
 
 
 def psbn_decay_problems(model, optimizer) -> Dict[str, List[str]]:
-    """psBN layers whose parameters cannot feel weight decay.
+    """PsBN layers whose parameters cannot feel weight decay.
 
     Returns ``{'frozen': [...], 'no_decay': [...]}``: layer names whose
     weight or bias has ``requires_grad=False`` (e.g. ``frozen_stages``), and
@@ -136,6 +136,7 @@ class CollapseMonitorHook(Hook):
           restored by ``--resume``, so transitions continue across it.
     """
     priority = 'NORMAL'  # before LoggerHook, so a measurement is logged
+
     # in the same iteration
 
     def __init__(self,
@@ -148,8 +149,8 @@ class CollapseMonitorHook(Hook):
                  out_dir: str = 'collapse',
                  zero_init_layers: Optional[str] = None,
                  activation: bool = True) -> None:
-        if isinstance(interval, bool) or not isinstance(
-                interval, int) or interval < 1:
+        if isinstance(interval,
+                      bool) or not isinstance(interval, int) or interval < 1:
             raise ValueError(f'interval must be a positive integer, got '
                              f'{interval!r}')
         check_thresholds(gamma_thr, prob_thr)
@@ -182,8 +183,8 @@ class CollapseMonitorHook(Hook):
 
     # ------------------------------------------------------------ hooks
     def before_train(self, runner) -> None:
-        """Check psBN's weight decay and take the start-of-training
-        measurement (the loaded or initial weights).
+        """Check psBN's weight decay and take the start-of-training measurement
+        (the loaded or initial weights).
 
         On a fresh start (iteration 0, also with ``load_from``) the history
         and last measurement a checkpoint brought are dropped; on a resume
@@ -193,11 +194,12 @@ class CollapseMonitorHook(Hook):
             runner (Runner): The runner of the training process.
         """
         model = _unwrap(runner.model)
-        problems = psbn_decay_problems(model, runner.optim_wrapper.optimizer
-                                       if hasattr(runner.optim_wrapper,
-                                                  'optimizer') else
-                                       {k: w.optimizer for k, w in
-                                        runner.optim_wrapper.items()})
+        problems = psbn_decay_problems(
+            model, runner.optim_wrapper.optimizer if hasattr(
+                runner.optim_wrapper, 'optimizer') else {
+                    k: w.optimizer
+                    for k, w in runner.optim_wrapper.items()
+                })
         if problems['no_decay']:
             runner.logger.warning(
                 f'CollapseMonitorHook: {len(problems["no_decay"])} psBN '
@@ -219,17 +221,20 @@ class CollapseMonitorHook(Hook):
             self._history = []
             self._last = None
         else:
-            self._history = [r for r in self._history
-                             if r['iter'] <= runner.iter]
+            self._history = [
+                r for r in self._history if r['iter'] <= runner.iter
+            ]
         if self._last is None:
             self._measure(runner, runner.iter)
             self._start_pending = True
 
-    def before_train_iter(self, runner, batch_idx: int,
+    def before_train_iter(self,
+                          runner,
+                          batch_idx: int,
                           data_batch=None) -> None:
-        """Put the activation probe on the norm layers if this iteration
-        will be measured (or is the run's first: its forward sees the
-        weights of the start-of-training measurement).
+        """Put the activation probe on the norm layers if this iteration will
+        be measured (or is the run's first: its forward sees the weights of the
+        start-of-training measurement).
 
         Args:
             runner (Runner): The runner of the training process.
@@ -244,9 +249,9 @@ class CollapseMonitorHook(Hook):
             model = _unwrap(runner.model)
             # Before the graph is read (the first iteration) every norm
             # layer; then only those the measure covers.
-            names = (self._flops_map.rectified_layers
-                     if self._flops_map is not None else
-                     [name for name, _, _ in norm_layers(model)])
+            names = (
+                self._flops_map.rectified_layers if self._flops_map is not None
+                else [name for name, _, _ in norm_layers(model)])
             self._probe = ActivationProbe(model, names)
             self._probe.__enter__()
 
@@ -293,8 +298,7 @@ class CollapseMonitorHook(Hook):
             return False
 
     def after_train_epoch(self, runner) -> None:
-        """Measure at the end of every epoch (once if it ends on an
-        interval).
+        """Measure at the end of every epoch (once if it ends on an interval).
 
         Args:
             runner (Runner): The runner of the training process.
@@ -311,8 +315,8 @@ class CollapseMonitorHook(Hook):
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         """Save the last measurement and the history in the checkpoint
-        (``checkpoint['collapse_monitor']``, tensors and plain types only,
-        so safe loading reads it).
+        (``checkpoint['collapse_monitor']``, tensors and plain types only, so
+        safe loading reads it).
 
         Args:
             runner (Runner): The runner of the training process.
@@ -370,13 +374,13 @@ class CollapseMonitorHook(Hook):
             attach_rectified(stats, self._flops_map)
 
     def _refresh_last_row(self) -> None:
-        """Recompute the last history row from ``self._last`` after the
-        graph or a probe was attached to it (its transitions stay)."""
+        """Recompute the last history row from ``self._last`` after the graph
+        or a probe was attached to it (its transitions stay)."""
         row = self._history[-1] if self._history else None
         if row is None or row['iter'] != self._last.meta.get('iter'):
             return
-        row.update((k, v) for k, v in self._last.summary().items()
-                   if k != 'channels')
+        row.update(
+            (k, v) for k, v in self._last.summary().items() if k != 'channels')
 
     def _measure(self, runner, it: int) -> None:
         if self._history and self._history[-1]['iter'] == it:
@@ -386,8 +390,12 @@ class CollapseMonitorHook(Hook):
         if self.zero_init_layers is not None:
             known.update(name for name, _, _ in norm_layers(model)
                          if self.zero_init_layers.search(name))
-        stats = measure_model(model, self.gamma_thr, self.prob_thr,
-                              zero_init_layers=known, previous=self._last)
+        stats = measure_model(
+            model,
+            self.gamma_thr,
+            self.prob_thr,
+            zero_init_layers=known,
+            previous=self._last)
         stats.meta.update(iter=it, epoch=runner.epoch)
         if self._flops_map is not None:
             self._attach_graph(stats)
@@ -400,8 +408,7 @@ class CollapseMonitorHook(Hook):
             trans = dict(entered_dead=0, recovered=0)
 
         hub = runner.message_hub
-        for key in ('collapsed', 'dead', 'inactive', 'sparsity',
-                    'zero_init'):
+        for key in ('collapsed', 'dead', 'inactive', 'sparsity', 'zero_init'):
             if key in summary:
                 hub.update_scalar(f'train/collapse/{key}', summary[key])
         for key, value in trans.items():
@@ -422,10 +429,14 @@ class CollapseMonitorHook(Hook):
                     'region), as after a large or suddenly raised learning '
                     'rate; psBN lets such channels recover.')
         self._history.append(
-            dict(iter=it, epoch=runner.epoch, **{
-                k: v
-                for k, v in summary.items() if k != 'channels'
-            }, **trans))
+            dict(
+                iter=it,
+                epoch=runner.epoch,
+                **{
+                    k: v
+                    for k, v in summary.items() if k != 'channels'
+                },
+                **trans))
         self._last = stats
 
     def report(self) -> dict:
@@ -468,8 +479,8 @@ class CollapseMonitorHook(Hook):
     def write_report(self, runner) -> None:
         """Write ``report.json`` (:meth:`report`) and the plots
         ``gamma_hist.png``, ``gamma_beta.png`` and, after two measurements,
-        ``history.png`` to ``<work_dir>/<out_dir>``, and log the summary.
-        Rank 0 only; nothing before the first measurement.
+        ``history.png`` to ``<work_dir>/<out_dir>``, and log the summary. Rank
+        0 only; nothing before the first measurement.
 
         Args:
             runner (Runner): The runner of the training process.
@@ -494,8 +505,7 @@ class CollapseMonitorHook(Hook):
             f'CollapseMonitorHook: collapsed {100 * summary["collapsed"]:.2f}'
             f' %, dead {100 * summary["dead"]:.2f} % of '
             f'{int(summary["rectified_channels"])} rectified channels' +
-            (f', inactive {100 * summary["inactive"]:.2f} %'
-             if 'inactive' in summary else '') +
-            (f', FLOPs sparsity {100 * summary["sparsity"]:.2f} %'
-             if 'sparsity' in summary else '') +
-            f'; report and plots in {out}')
+            (f', inactive {100 * summary["inactive"]:.2f} %' if 'inactive' in
+             summary else '') +
+            (f', FLOPs sparsity {100 * summary["sparsity"]:.2f} %' if
+             'sparsity' in summary else '') + f'; report and plots in {out}')

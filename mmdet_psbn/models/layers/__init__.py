@@ -16,7 +16,6 @@ install_upstream_patches()
 __all__ = [
     'BN_STATE_KEYS', 'DEFAULT_ALPHA', 'PostShiftedBatchNorm2d',
     'PostShiftedSyncBatchNorm', 'bn_state_entries', 'check_alpha',
-    'convert_to_psbn', 'find_psbn_prefixes',
-    'fold_psbn_entries_on_load', 'fold_psbn_state_dict', 'is_psbn',
-    'install_upstream_patches'
+    'convert_to_psbn', 'find_psbn_prefixes', 'fold_psbn_entries_on_load',
+    'fold_psbn_state_dict', 'is_psbn', 'install_upstream_patches'
 ]

@@ -138,7 +138,10 @@ class _PostShiftMixin:
     # state dict from a BN one is the ``alpha`` key, not this number (see the
     # module Note).
 
-    def __init__(self, num_features: int, *args, alpha=DEFAULT_ALPHA,
+    def __init__(self,
+                 num_features: int,
+                 *args,
+                 alpha=DEFAULT_ALPHA,
                  **kwargs) -> None:
         alpha = check_alpha(alpha)
         super().__init__(num_features, *args, **kwargs)
@@ -172,8 +175,8 @@ class _PostShiftMixin:
         return alpha.expand(self.num_features).contiguous()
 
     def _own_dtype(self) -> Optional[torch.dtype]:
-        """The dtype of the weight, else of the running statistics, else
-        None (``affine=False, track_running_stats=False``)."""
+        """The dtype of the weight, else of the running statistics, else None
+        (``affine=False, track_running_stats=False``)."""
         for ref in (self._parameters['weight'],
                     self._buffers.get('running_mean')):
             if ref is not None:
@@ -181,7 +184,8 @@ class _PostShiftMixin:
         return None
 
     @contextlib.contextmanager
-    def post_shift_folded(self, dtype: Optional[torch.dtype] = None
+    def post_shift_folded(self,
+                          dtype: Optional[torch.dtype] = None
                           ) -> Iterator[nn.Module]:
         """Within the block, ``self.bias`` is :math:`\\beta + \\alpha`.
 
@@ -248,8 +252,8 @@ class _PostShiftMixin:
         alpha = 'meta' if self.alpha.is_meta else f'{self.alpha.item():g}'
         return f'{super().extra_repr()}, alpha={alpha}'
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
-                              strict, missing_keys, unexpected_keys,
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
+                              missing_keys, unexpected_keys,
                               error_msgs) -> None:
         alpha_key, bias_key = prefix + 'alpha', prefix + 'bias'
         own_alpha = self.alpha.detach().clone()
@@ -262,8 +266,8 @@ class _PostShiftMixin:
                 bias = state_dict.get(bias_key)
                 if has_bias and isinstance(bias, Tensor):
                     shift = ckpt_alpha.double() - own_alpha.double()
-                    state_dict[bias_key] = bias + shift.reshape(()).to(
-                        bias.device)
+                    state_dict[bias_key] = bias + shift.reshape(
+                        ()).to(bias.device)
             state_dict[alpha_key] = own_alpha
         elif alpha_key in state_dict:
             pass  # not a psBN alpha: super() reports the mismatch
@@ -278,7 +282,8 @@ class _PostShiftMixin:
                 warnings.warn(
                     f'{prefix or "psBN layer"}: loading a plain BN entry into '
                     f'a psBN layer without bias; its outputs are the BN '
-                    f'outputs + alpha={own_alpha.item():g}', stacklevel=2)
+                    f'outputs + alpha={own_alpha.item():g}',
+                    stacklevel=2)
             state_dict[alpha_key] = own_alpha
         # else: nothing of this layer in the checkpoint; super() reports it.
         super()._load_from_state_dict(state_dict, prefix, local_metadata,
@@ -286,8 +291,8 @@ class _PostShiftMixin:
                                       error_msgs)
 
     @staticmethod
-    def _report_alpha_change(prefix: str, ckpt_alpha: float,
-                             own_alpha: float, has_bias: bool) -> None:
+    def _report_alpha_change(prefix: str, ckpt_alpha: float, own_alpha: float,
+                             has_bias: bool) -> None:
         if not has_bias:
             warnings.warn(
                 f'{prefix or "psBN layer"}: checkpoint alpha={ckpt_alpha:g} '
@@ -349,8 +354,7 @@ class PostShiftedBatchNorm2d(_PostShiftMixin, nn.BatchNorm2d, _BatchNorm):
 
 
 @MODELS.register_module('psSyncBN')
-class PostShiftedSyncBatchNorm(_PostShiftMixin, nn.SyncBatchNorm,
-                               _BatchNorm):
+class PostShiftedSyncBatchNorm(_PostShiftMixin, nn.SyncBatchNorm, _BatchNorm):
     """SyncBatchNorm with a constant post-shift :math:`\\alpha` (psSyncBN).
 
     Registered as ``'psSyncBN'``. Arguments are ``nn.SyncBatchNorm``'s plus
@@ -370,7 +374,8 @@ class PostShiftedSyncBatchNorm(_PostShiftMixin, nn.SyncBatchNorm,
             super()._check_non_zero_input_channels(input)
 
     @classmethod
-    def convert_sync_psbn(cls, module: nn.Module,
+    def convert_sync_psbn(cls,
+                          module: nn.Module,
                           process_group=None) -> nn.Module:
         """Convert every psBN/psSyncBN layer in ``module`` to psSyncBN.
 
@@ -427,8 +432,8 @@ def _copy_module_attrs(src: nn.Module, dst: nn.Module) -> nn.Module:
 
 def _share_into(src: nn.Module, cls: type, **kwargs) -> nn.Module:
     """Build ``cls`` like ``src`` (a ps layer) sharing its tensors."""
-    dst = cls(src.num_features, **_bn_kwargs(src), alpha=src.alpha.item(),
-              **kwargs)
+    dst = cls(
+        src.num_features, **_bn_kwargs(src), alpha=src.alpha.item(), **kwargs)
     with torch.no_grad():
         for name in ('weight', 'bias'):
             setattr(dst, name, getattr(src, name))
@@ -529,9 +534,9 @@ def find_psbn_prefixes(state_dict: Mapping) -> List[str]:
     """
     return [
         prefix for prefix, entry in bn_state_entries(state_dict).items()
-        if isinstance(entry.get('alpha'), Tensor)
-        and entry['alpha'].dim() == 0 and entry['alpha'].is_floating_point()
-        and ('running_mean' in entry or 'bias' in entry)
+        if isinstance(entry.get('alpha'), Tensor) and entry['alpha'].dim() == 0
+        and entry['alpha'].is_floating_point() and (
+            'running_mean' in entry or 'bias' in entry)
     ]
 
 

@@ -217,7 +217,7 @@ def _make_get_fuser_method(original: Callable) -> Callable:
 def _make_mmengine_convert(original: Callable) -> Callable:
 
     def convert_sync_batchnorm(module, implementation='torch'):
-        """mmengine's ``convert_sync_batchnorm`` keeping alpha.
+        """Mmengine's ``convert_sync_batchnorm`` keeping alpha.
 
         Upstream (called by the Runner with ``cfg.sync_bn`` when distributed)
         builds a plain torch or mmcv SyncBatchNorm for every ``_BatchNorm``.
@@ -241,7 +241,7 @@ def _make_mmengine_convert(original: Callable) -> Callable:
 def _make_mmengine_revert(original: Callable) -> Callable:
 
     def revert_sync_batchnorm(module):
-        """mmengine's ``revert_sync_batchnorm`` keeping alpha.
+        """Mmengine's ``revert_sync_batchnorm`` keeping alpha.
 
         Upstream turns every torch/mmcv SyncBatchNorm, subclasses included,
         into ``_BatchNormXd``. The Runner calls it on every non-distributed
@@ -275,7 +275,7 @@ def _make_efficient_forward(original: Callable) -> Callable:
 def _make_turn_on_single(original: Callable) -> Callable:
 
     def turn_on_efficient_conv_bn_eval_for_single_model(model):
-        """mmengine's efficient conv-BN eval transform, tracing ps layers as
+        """Mmengine's efficient conv-BN eval transform, tracing ps layers as
         leaves.
 
         Upstream runs ``fx.symbolic_trace(model)``, which keeps only
@@ -310,7 +310,7 @@ def _make_turn_on_single(original: Callable) -> Callable:
 def _make_fuse_conv_bn(original: Callable) -> Callable:
 
     def _fuse_conv_bn(conv, bn):
-        """mmcv's ``_fuse_conv_bn`` keeping alpha.
+        """Mmcv's ``_fuse_conv_bn`` keeping alpha.
 
         Upstream (used by ``mmcv.cnn.fuse_conv_bn``) computes the fused conv
         bias from ``bn.bias``. Here it reads beta + alpha.
@@ -463,7 +463,10 @@ def _current_function(patch: Patch) -> Optional[Callable]:
 
 def _install(patch: Patch) -> Optional[Callable]:
     """Replace ``patch.target.name`` and rebind its imported ``also_at``
-    places. Returns the wrapper, or None if the patch was not applied."""
+    places.
+
+    Returns the wrapper, or None if the patch was not applied.
+    """
     try:
         importlib.import_module(patch.target)
     except ModuleNotFoundError as err:

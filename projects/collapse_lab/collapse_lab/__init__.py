@@ -9,5 +9,6 @@ random labels, paper §3.3); figures in :mod:`.figures`, tables in
 from .runner import (load_settings, run_lab, run_recovery, run_theorem1,
                      run_training)
 
-__all__ = ['load_settings', 'run_lab', 'run_theorem1', 'run_recovery',
-           'run_training']
+__all__ = [
+    'load_settings', 'run_lab', 'run_theorem1', 'run_recovery', 'run_training'
+]

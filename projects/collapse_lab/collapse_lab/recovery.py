@@ -36,16 +36,18 @@ __all__ = ['law_ratio', 'predicted_recovery_step', 'simulate_dead_channels']
 def law_ratio(c0, gamma0: float, alpha: float, eta: float, lam: float,
               steps: int) -> np.ndarray:
     r""":math:`C_t` for ``t = 0..steps`` by the closed form above (BN:
-    ``alpha=0``, constant)."""
+
+    ``alpha=0``, constant).
+    """
     q = 1.0 - eta * lam
     t = np.arange(steps + 1, dtype=np.float64)
     return c0 + alpha / abs(gamma0) * (np.power(q, -t) - 1.0)
 
 
-def predicted_recovery_step(c0: float, gamma0: float, alpha: float,
-                            eta: float, lam: float, threshold: float) -> int:
-    """First ``t`` with :math:`C_t >` ``threshold`` by the law (a float
-    ``inf`` if never, e.g. BN)."""
+def predicted_recovery_step(c0: float, gamma0: float, alpha: float, eta: float,
+                            lam: float, threshold: float) -> int:
+    """First ``t`` with :math:`C_t >` ``threshold`` by the law (a float ``inf``
+    if never, e.g. BN)."""
     if c0 > threshold:
         return 0
     if alpha <= 0:
@@ -57,14 +59,17 @@ def predicted_recovery_step(c0: float, gamma0: float, alpha: float,
     return int(step)
 
 
-def simulate_dead_channels(gamma0: Sequence[float], c0: float,
-                           alpha: float = 0.1, eta: float = 0.1,
-                           lam: float = 5e-4, steps: int = 5000,
-                           batch_shape=(16, 4, 4), seed: int = 0
-                           ) -> Dict[str, np.ndarray]:
-    r"""Train a BN and a psBN layer (one channel per ``gamma0``, all
-    starting at ratio ``c0``) + ReLU with ``torch.optim.SGD(lr=eta,
-    weight_decay=lam)`` on a fixed batch, loss ``relu(layer(x)).sum()``.
+def simulate_dead_channels(gamma0: Sequence[float],
+                           c0: float,
+                           alpha: float = 0.1,
+                           eta: float = 0.1,
+                           lam: float = 5e-4,
+                           steps: int = 5000,
+                           batch_shape=(16, 4, 4),
+                           seed: int = 0) -> Dict[str, np.ndarray]:
+    r"""Train BN and psBN, one channel per ``gamma0``, each from ratio ``c0``,
+    + ReLU with ``torch.optim.SGD(lr=eta, weight_decay=lam)`` on
+    a fixed batch, loss ``relu(layer(x)).sum()``.
 
     float64 throughout. Returns per kind (``'BN'``, ``'psBN'``) the ratio
     :math:`C_t` before each step (``steps`` x channels), the first step at
@@ -77,12 +82,12 @@ def simulate_dead_channels(gamma0: Sequence[float], c0: float,
     n, h, w = batch_shape
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, ch, h, w, dtype=torch.float64, generator=gen)
-    x_hat_max = F.batch_norm(x, None, None, training=True).amax(
-        dim=(0, 2, 3)).numpy()
+    x_hat_max = F.batch_norm(
+        x, None, None, training=True).amax(dim=(0, 2, 3)).numpy()
     out = dict(x_hat_max=x_hat_max)
     for kind in ('BN', 'psBN'):
-        layer = (PostShiftedBatchNorm2d(ch, alpha=alpha) if kind == 'psBN'
-                 else nn.BatchNorm2d(ch)).double()
+        layer = (PostShiftedBatchNorm2d(ch, alpha=alpha)
+                 if kind == 'psBN' else nn.BatchNorm2d(ch)).double()
         shift = alpha if kind == 'psBN' else 0.0
         with torch.no_grad():
             layer.weight.copy_(torch.from_numpy(gamma0))
@@ -103,6 +108,8 @@ def simulate_dead_channels(gamma0: Sequence[float], c0: float,
             g = (layer.weight.grad.abs() + layer.bias.grad.abs()).numpy()
             zero_grad_while_dead &= ~(dead & (g != 0))
             opt.step()
-        out[kind] = dict(ratio=ratios, first_fired=first,
-                         zero_grad_while_dead=zero_grad_while_dead)
+        out[kind] = dict(
+            ratio=ratios,
+            first_fired=first,
+            zero_grad_while_dead=zero_grad_while_dead)
     return out

@@ -18,23 +18,26 @@ import torch
 
 from . import recovery, theorem1, training
 
-__all__ = ['SETTINGS_DIR', 'load_settings', 'run_lab', 'run_theorem1',
-           'run_recovery', 'run_training']
+__all__ = [
+    'SETTINGS_DIR', 'load_settings', 'run_lab', 'run_theorem1', 'run_recovery',
+    'run_training'
+]
 
-SETTINGS_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
-                        'settings')
+SETTINGS_DIR = osp.join(
+    osp.dirname(osp.dirname(osp.abspath(__file__))), 'settings')
 
 
 def load_settings(name: str) -> dict:
     """The settings ``name``: ``'quick'`` or ``'full'`` (a file of
-    :data:`SETTINGS_DIR` without its ``.json``), or the path of a JSON file
-    of the same shape.
+    :data:`SETTINGS_DIR` without its ``.json``), or the path of a JSON file of
+    the same shape.
 
     Raises:
         FileNotFoundError: no such file; the message lists the known names.
     """
-    path = (name if name.endswith('.json') else
-            osp.join(SETTINGS_DIR, f'{name}.json'))
+    path = (
+        name
+        if name.endswith('.json') else osp.join(SETTINGS_DIR, f'{name}.json'))
     if not osp.isfile(path):
         known = sorted(f[:-len('.json')] for f in os.listdir(SETTINGS_DIR)
                        if f.endswith('.json'))
@@ -49,8 +52,8 @@ def run_theorem1(cfg: dict, out_dir: Optional[str] = None) -> dict:
     study = theorem1.scaling_study(n=cfg['mc_n'])
     if out_dir:
         from .figures import plot_theorem1
-        study['figure'] = plot_theorem1(
-            study, osp.join(out_dir, 'lab_theorem1.png'))
+        study['figure'] = plot_theorem1(study,
+                                        osp.join(out_dir, 'lab_theorem1.png'))
     return study
 
 
@@ -60,29 +63,39 @@ def run_recovery(cfg: dict, out_dir: Optional[str] = None) -> dict:
     torch.set_num_threads(1)  # tiny tensors: threads only add overhead
     try:
         sim = recovery.simulate_dead_channels(
-            p['gamma0'], p['c0'], alpha=p['alpha'], eta=p['eta'],
-            lam=p['lam'], steps=p['steps'])
+            p['gamma0'],
+            p['c0'],
+            alpha=p['alpha'],
+            eta=p['eta'],
+            lam=p['lam'],
+            steps=p['steps'])
     finally:
         torch.set_num_threads(threads)
-    predicted = [recovery.predicted_recovery_step(
-        p['c0'], g, p['alpha'], p['eta'], p['lam'], -sim['x_hat_max'][i])
-        for i, g in enumerate(p['gamma0'])]
-    law = dict(psBN=[recovery.law_ratio(p['c0'], g, p['alpha'], p['eta'],
-                                        p['lam'], p['steps'])
-                     for g in p['gamma0']])
+    predicted = [
+        recovery.predicted_recovery_step(p['c0'], g, p['alpha'], p['eta'],
+                                         p['lam'], -sim['x_hat_max'][i])
+        for i, g in enumerate(p['gamma0'])
+    ]
+    law = dict(psBN=[
+        recovery.law_ratio(p['c0'], g, p['alpha'], p['eta'], p['lam'],
+                           p['steps']) for g in p['gamma0']
+    ])
     # largest deviation from the law while still dead
-    dev = max(float(np.abs(sim['psBN']['ratio'][:f + 1, i] -
-                           law['psBN'][i][:f + 1]).max())
-              for i, f in enumerate(predicted))
-    out = dict(params=dict(p), predicted_step=predicted,
-               observed_step=sim['psBN']['first_fired'].tolist(),
-               bn_first_fired=sim['BN']['first_fired'].tolist(),
-               bn_ratio_drift=float(np.abs(sim['BN']['ratio'] - p['c0'])
-                                    .max()),
-               law_max_abs_dev=dev,
-               zero_grad_while_dead=sim['psBN']['zero_grad_while_dead']
-               .tolist() + sim['BN']['zero_grad_while_dead'].tolist(),
-               x_hat_max=sim['x_hat_max'].tolist())
+    dev = max(
+        float(
+            np.abs(sim['psBN']['ratio'][:f + 1, i] -
+                   law['psBN'][i][:f + 1]).max())
+        for i, f in enumerate(predicted))
+    out = dict(
+        params=dict(p),
+        predicted_step=predicted,
+        observed_step=sim['psBN']['first_fired'].tolist(),
+        bn_first_fired=sim['BN']['first_fired'].tolist(),
+        bn_ratio_drift=float(np.abs(sim['BN']['ratio'] - p['c0']).max()),
+        law_max_abs_dev=dev,
+        zero_grad_while_dead=sim['psBN']['zero_grad_while_dead'].tolist() +
+        sim['BN']['zero_grad_while_dead'].tolist(),
+        x_hat_max=sim['x_hat_max'].tolist())
     if out_dir:
         from .figures import plot_recovery
         out['figure'] = plot_recovery(sim, law, p['gamma0'], p['eta'],
@@ -103,14 +116,17 @@ def _job(args):
     data = _DATA[kw.pop('data')]
     if kind == 'finetune':
         kw['state'] = _DATA['pretrained'][kw['seed']]
-    fn = dict(rounds=training.train_rounds, pretrain=training.pretrain,
-              finetune=training.finetune, early=training.early_curve)[kind]
+    fn = dict(
+        rounds=training.train_rounds,
+        pretrain=training.pretrain,
+        finetune=training.finetune,
+        early=training.early_curve)[kind]
     return key, fn(data=data, **kw)
 
 
 def _pool_map(jobs, workers, log):
-    """``{key: result}`` of the jobs, longest first over ``workers``
-    processes (in this process when ``workers`` is 1)."""
+    """``{key: result}`` of the jobs, longest first over ``workers`` processes
+    (in this process when ``workers`` is 1)."""
     jobs = sorted(jobs, key=lambda j: -j[2].pop('_cost', 0))
     out = {}
     if workers <= 1:
@@ -135,8 +151,8 @@ def _describe(key, res):
         return f'[pretrain] seed {key[-1]} done'
     last = res[-1]
     if 'collapsed' not in last:
-        return (f'[{key[0]}] {key[1]:18s} seed {key[-1]}: test acc '
-                + ' '.join(f"{r['test_acc']:.2f}" for r in res))
+        return (f'[{key[0]}] {key[1]:18s} seed {key[-1]}: test acc ' +
+                ' '.join(f"{r['test_acc']:.2f}" for r in res))
     return (f'[{key[0]}] {key[1]:18s} seed {key[-1]}: collapsed '
             f"{last['collapsed']:.3f} dead {last['dead']:.3f} inactive "
             f"{last.get('inactive', float('nan')):.3f} sparsity "
@@ -146,15 +162,21 @@ def _describe(key, res):
 
 def _digit_jobs(p):
     d, seeds, width, alpha = p['digits'], p['seeds'], p['width'], p['alpha']
-    common = dict(data='digits', width=width, batch_size=d['batch'],
-                  alpha=alpha)
+    common = dict(
+        data='digits', width=width, batch_size=d['batch'], alpha=alpha)
     jobs = []
 
     def rounds_job(exp, name, norm, rounds, wd, seed, **kw):
-        jobs.append(('rounds', (exp, name, seed), dict(
-            common, norm=norm, rounds=list(rounds), steps_per_round=d['steps'],
-            weight_decay=wd, seed=seed, _cost=len(rounds) * d['steps'],
-            **kw)))
+        jobs.append(('rounds', (exp, name, seed),
+                     dict(
+                         common,
+                         norm=norm,
+                         rounds=list(rounds),
+                         steps_per_round=d['steps'],
+                         weight_decay=wd,
+                         seed=seed,
+                         _cost=len(rounds) * d['steps'],
+                         **kw)))
 
     r = d.get('restarts')
     for seed in seeds:
@@ -170,40 +192,64 @@ def _digit_jobs(p):
         if d.get('gamma_init'):
             for g in d['gamma_init']['values']:
                 for norm in d['gamma_init']['norms']:
-                    rounds_job('gamma_init', f'{norm}, gamma0 {g:g}', norm,
-                               r['rounds'], r['wd'], seed, gamma_init=g)
+                    rounds_job(
+                        'gamma_init',
+                        f'{norm}, gamma0 {g:g}',
+                        norm,
+                        r['rounds'],
+                        r['wd'],
+                        seed,
+                        gamma_init=g)
         if d.get('finetune'):
             f = d['finetune']
             for norm in p['norms']:
-                jobs.append(('finetune', ('finetune', norm, seed), dict(
-                    common, norm=norm, rounds=list(f['rounds']),
-                    steps_per_round=d['steps'], weight_decay=f['wd'],
-                    seed=seed, _cost=len(f['rounds']) * d['steps'])))
+                jobs.append(('finetune', ('finetune', norm, seed),
+                             dict(
+                                 common,
+                                 norm=norm,
+                                 rounds=list(f['rounds']),
+                                 steps_per_round=d['steps'],
+                                 weight_decay=f['wd'],
+                                 seed=seed,
+                                 _cost=len(f['rounds']) * d['steps'])))
     e = d.get('early')
     if e:
         for lr in e['lrs']:
             for norm in e['norms']:
                 for seed in e['seeds']:
-                    jobs.append(('early', ('early', f'{norm}, lr {lr:g}',
-                                           seed), dict(
-                        data='digits', norm=norm, lr=lr, iters=e['iters'],
-                        width=width, batch_size=e['batch'],
-                        weight_decay=e['wd'], seed=seed, alpha=alpha,
-                        _cost=max(e['iters']) * e['batch'] / d['batch'])))
+                    jobs.append(
+                        ('early', ('early', f'{norm}, lr {lr:g}', seed),
+                         dict(
+                             data='digits',
+                             norm=norm,
+                             lr=lr,
+                             iters=e['iters'],
+                             width=width,
+                             batch_size=e['batch'],
+                             weight_decay=e['wd'],
+                             seed=seed,
+                             alpha=alpha,
+                             _cost=max(e['iters']) * e['batch'] / d['batch'])))
     return jobs
 
 
 def _collect(found, exp, names, seeds):
-    return {name: [found[(exp, name, s)] for s in seeds] for name in names
-            if (exp, name, seeds[0]) in found}
+    return {
+        name: [found[(exp, name, s)] for s in seeds]
+        for name in names if (exp, name, seeds[0]) in found
+    }
 
 
-def run_training(cfg: dict, out_dir: Optional[str] = None,
-                 log: Callable = print, workers: int = 2) -> dict:
+def run_training(cfg: dict,
+                 out_dir: Optional[str] = None,
+                 log: Callable = print,
+                 workers: int = 2) -> dict:
     """The training experiments of ``cfg['train']`` (settings/*.json):
+
     ``digits`` (real digits: restarts, lr, gamma_init, finetune, early) and
     ``random_labels`` (paper §3.3). Returns, per experiment, ``{name:
-    [rows of seed 0, rows of seed 1, ...]}``."""
+    [rows of seed 0, rows of seed 1, ...]}``.
+    """
     p = cfg['train']
     seeds = tuple(p['seeds'])
     out = dict(params=p, digits={}, random_labels={})
@@ -213,47 +259,60 @@ def run_training(cfg: dict, out_dir: Optional[str] = None,
         _DATA['digits'] = training.load_digits(d['size'])
         f = d.get('finetune')
         if f:
-            pre = _pool_map([('pretrain', ('pretrain', seed), dict(
-                data='digits', rounds=f['pretrain']['rounds'],
-                steps_per_round=f['pretrain']['steps'], width=p['width'],
-                batch_size=d['batch'], weight_decay=f['pretrain']['wd'],
-                seed=seed)) for seed in seeds], workers, log)
+            pre = _pool_map([('pretrain', ('pretrain', seed),
+                              dict(
+                                  data='digits',
+                                  rounds=f['pretrain']['rounds'],
+                                  steps_per_round=f['pretrain']['steps'],
+                                  width=p['width'],
+                                  batch_size=d['batch'],
+                                  weight_decay=f['pretrain']['wd'],
+                                  seed=seed)) for seed in seeds], workers, log)
             _DATA['pretrained'] = {k[-1]: v for k, v in pre.items()}
         jobs += _digit_jobs(p)
     rl = p.get('random_labels')
     if rl:
-        _DATA['random'] = training.load_toy_cifar(rl['num_train'],
-                                                  size=rl['size'])
+        _DATA['random'] = training.load_toy_cifar(
+            rl['num_train'], size=rl['size'])
         for seed in seeds:
             for norm in rl['norms']:
-                jobs.append(('rounds', ('random_labels', norm, seed), dict(
-                    data='random', norm=norm, rounds=list(rl['rounds']),
-                    steps_per_round=rl['steps'], width=p['width'],
-                    batch_size=rl['batch'], weight_decay=rl['wd'],
-                    seed=seed, alpha=p['alpha'],
-                    _cost=len(rl['rounds']) * rl['steps'])))
+                jobs.append(('rounds', ('random_labels', norm, seed),
+                             dict(
+                                 data='random',
+                                 norm=norm,
+                                 rounds=list(rl['rounds']),
+                                 steps_per_round=rl['steps'],
+                                 width=p['width'],
+                                 batch_size=rl['batch'],
+                                 weight_decay=rl['wd'],
+                                 seed=seed,
+                                 alpha=p['alpha'],
+                                 _cost=len(rl['rounds']) * rl['steps'])))
     found = _pool_map(jobs, workers, log)
     _DATA.clear()
     if d:
         dg = out['digits']
         for exp in ('restarts', 'finetune'):
             if d.get(exp):
-                dg[exp] = _collect(found, exp,
-                                   d[exp].get('norms', p['norms']), seeds)
+                dg[exp] = _collect(found, exp, d[exp].get('norms', p['norms']),
+                                   seeds)
         if d.get('lr'):
-            names = [f'{norm}, lr {lr:g}' for lr in d['lr']['values']
-                     for norm in d['lr']['norms']]
+            names = [
+                f'{norm}, lr {lr:g}' for lr in d['lr']['values']
+                for norm in d['lr']['norms']
+            ]
             dg['lr'] = _collect(found, 'lr', names, seeds)
         if d.get('gamma_init'):
             dg['gamma_init'] = _gamma_init(found, d, seeds, dg)
         if d.get('early'):
             e = d['early']
-            names = [f'{norm}, lr {lr:g}' for lr in e['lrs']
-                     for norm in e['norms']]
+            names = [
+                f'{norm}, lr {lr:g}' for lr in e['lrs'] for norm in e['norms']
+            ]
             dg['early'] = _collect(found, 'early', names, tuple(e['seeds']))
     if rl:
-        out['random_labels']['restarts'] = _collect(
-            found, 'random_labels', rl['norms'], seeds)
+        out['random_labels']['restarts'] = _collect(found, 'random_labels',
+                                                    rl['norms'], seeds)
     if out_dir:
         from .figures import training_figures
         out['figures'] = training_figures(out, out_dir)
@@ -276,12 +335,18 @@ def _gamma_init(found, d, seeds, dg):
     return res
 
 
-def run_lab(cfg: dict, mode: str = 'custom', out_dir: Optional[str] = None,
-            training: bool = True, log: Callable = print,
+def run_lab(cfg: dict,
+            mode: str = 'custom',
+            out_dir: Optional[str] = None,
+            training: bool = True,
+            log: Callable = print,
             workers: int = 2) -> dict:
-    """Run every part with the settings ``cfg`` (see
-    :func:`load_settings`); figures go to ``out_dir`` when given. Returns
-    the numbers (JSON-able), ``mode`` among them."""
+    """Run every part with the settings ``cfg`` (see :func:`load_settings`);
+    figures go to ``out_dir`` when given.
+
+    Returns
+    the numbers (JSON-able), ``mode`` among them.
+    """
     results = dict(mode=mode)
     results['theorem1'] = run_theorem1(cfg, out_dir)
     log(f"theorem1 slopes: {results['theorem1']['slopes']}")

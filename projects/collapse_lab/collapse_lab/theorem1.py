@@ -77,8 +77,10 @@ import numpy as np
 from scipy import integrate
 from scipy.special import ndtr
 
-__all__ = ['j_of_r', 'predicted_drop', 'beta_averaged_j', 'mc_drop',
-           'loglog_slope', 'scaling_study']
+__all__ = [
+    'j_of_r', 'predicted_drop', 'beta_averaged_j', 'mc_drop', 'loglog_slope',
+    'scaling_study'
+]
 
 _SQRT_2PI = math.sqrt(2 * math.pi)
 
@@ -92,37 +94,49 @@ def j_of_r(r):
     (see the module docstring), elementwise."""
     r = np.asarray(r, dtype=np.float64)
     phi = _pdf(r)
-    return phi * (r * (1 - r * r) * ndtr(r) + (r ** 4 - 2) * phi)
+    return phi * (r * (1 - r * r) * ndtr(r) + (r**4 - 2) * phi)
 
 
 def predicted_drop(eta, c, gamma, beta):
     r"""Second-order :math:`E[\Delta\Phi] = \eta^2 c^2 J(\beta/\gamma) /
     (2\gamma^2)`, for :math:`\gamma > 0`; broadcasts."""
     gamma = np.asarray(gamma, dtype=np.float64)
-    return (np.square(eta) * np.square(c) / 2 / np.square(gamma)
-            * j_of_r(np.asarray(beta) / gamma))
+    return (np.square(eta) * np.square(c) / 2 / np.square(gamma) *
+            j_of_r(np.asarray(beta) / gamma))
 
 
 def beta_averaged_j(gamma: float, beta_dist: str, scale: float) -> float:
     r""":math:`E_\beta[J(\beta/\gamma)]` for an even :math:`P(\beta)`:
+
     ``'normal'`` (:math:`N(0, s^2)`) or ``'uniform'`` (:math:`U(-s, s)`),
-    ``s = scale``."""
+    ``s = scale``.
+    """
     s = scale / gamma  # the distribution of r = beta / gamma
     if beta_dist == 'normal':
-        val, _ = integrate.quad(lambda r: j_of_r(r) * _pdf(r / s) / s,
-                                -12 * s, 12 * s, limit=200, points=[0.0])
+        val, _ = integrate.quad(
+            lambda r: j_of_r(r) * _pdf(r / s) / s,
+            -12 * s,
+            12 * s,
+            limit=200,
+            points=[0.0])
     elif beta_dist == 'uniform':
-        val, _ = integrate.quad(lambda r: j_of_r(r) / (2 * s), -s, s,
-                                limit=200)
+        val, _ = integrate.quad(
+            lambda r: j_of_r(r) / (2 * s), -s, s, limit=200)
     else:
         raise ValueError(f"beta_dist must be 'normal' or 'uniform', got "
                          f'{beta_dist!r}')
     return float(val)
 
 
-def mc_drop(eta: float, c: float, gamma: float, beta=0.0,
-            n: int = 1_000_000, seed: int = 0, beta_dist: Optional[str] = None,
-            beta_scale: float = 1.0, g_dist: str = 'normal',
+def mc_drop(eta: float,
+            c: float,
+            gamma: float,
+            beta=0.0,
+            n: int = 1_000_000,
+            seed: int = 0,
+            beta_dist: Optional[str] = None,
+            beta_scale: float = 1.0,
+            g_dist: str = 'normal',
             chunk: int = 1_000_000) -> Dict[str, float]:
     r"""Monte-Carlo :math:`E[\Delta\Phi]` of one SGD step of the unit.
 
@@ -179,17 +193,22 @@ def mc_drop(eta: float, c: float, gamma: float, beta=0.0,
 
 def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
     """Least-squares slope of log|y| against log x."""
-    return float(np.polyfit(np.log(np.asarray(x, float)),
-                            np.log(np.abs(np.asarray(y, float))), 1)[0])
+    return float(
+        np.polyfit(
+            np.log(np.asarray(x, float)), np.log(np.abs(np.asarray(y, float))),
+            1)[0])
 
 
-def scaling_study(n: int = 400_000, seed: int = 0,
-                  etas=(0.005, 0.01, 0.02, 0.04, 0.08),
-                  cs=(0.25, 0.5, 1.0, 2.0),
-                  gammas=(0.5, 1.0, 2.0, 4.0),
-                  rs=(-1.5, -0.5, 0.0, 0.5, 1.5),
-                  base=dict(eta=0.02, c=1.0, gamma=1.0),
-                  beta_scales=(0.25, 0.5, 1.0, 2.0)) -> dict:
+def scaling_study(
+    n: int = 400_000,
+    seed: int = 0,
+    etas=(0.005, 0.01, 0.02, 0.04, 0.08),
+    cs=(0.25, 0.5, 1.0, 2.0),
+    gammas=(0.5, 1.0, 2.0, 4.0),
+    rs=(-1.5, -0.5, 0.0, 0.5, 1.5),
+    base=dict(eta=0.02, c=1.0, gamma=1.0),
+    beta_scales=(0.25, 0.5, 1.0, 2.0)
+) -> dict:
     r"""The numbers behind the Theorem-1 figure and test.
 
     - ``points``: MC vs formula over a grid of :math:`r` crossed with each
@@ -208,12 +227,24 @@ def scaling_study(n: int = 400_000, seed: int = 0,
                 p = dict(base)
                 p[var] = v
                 k += 1
-                mc = mc_drop(p['eta'], p['c'], p['gamma'], r * p['gamma'],
-                             n=n, seed=seed + k)
-                pred = float(predicted_drop(p['eta'], p['c'], p['gamma'],
-                                            r * p['gamma']))
-                points.append(dict(sweep=var, r=r, **p, mc=mc['mean'],
-                                   se=mc['se'], pred=pred))
+                mc = mc_drop(
+                    p['eta'],
+                    p['c'],
+                    p['gamma'],
+                    r * p['gamma'],
+                    n=n,
+                    seed=seed + k)
+                pred = float(
+                    predicted_drop(p['eta'], p['c'], p['gamma'],
+                                   r * p['gamma']))
+                points.append(
+                    dict(
+                        sweep=var,
+                        r=r,
+                        **p,
+                        mc=mc['mean'],
+                        se=mc['se'],
+                        pred=pred))
         at0 = [q for q in points if q['sweep'] == var and q['r'] == 0.0]
         slopes[var] = loglog_slope([q[var] for q in at0],
                                    [q['mc'] for q in at0])
@@ -221,12 +252,24 @@ def scaling_study(n: int = 400_000, seed: int = 0,
     for dist in ('normal', 'uniform'):
         for s in beta_scales:
             k += 1
-            mc = mc_drop(base['eta'], base['c'], base['gamma'], n=n,
-                         seed=seed + k, beta_dist=dist, beta_scale=s)
-            pred = (base['eta'] ** 2 * base['c'] ** 2 / 2 /
-                    base['gamma'] ** 2 *
-                    beta_averaged_j(base['gamma'], dist, s))
-            averaged.append(dict(dist=dist, scale=s, mc=mc['mean'],
-                                 se=mc['se'], pred=pred))
-    return dict(points=points, slopes=slopes, averaged=averaged,
-                base=dict(base), n=n, seed=seed)
+            mc = mc_drop(
+                base['eta'],
+                base['c'],
+                base['gamma'],
+                n=n,
+                seed=seed + k,
+                beta_dist=dist,
+                beta_scale=s)
+            pred = (
+                base['eta']**2 * base['c']**2 / 2 / base['gamma']**2 *
+                beta_averaged_j(base['gamma'], dist, s))
+            averaged.append(
+                dict(
+                    dist=dist, scale=s, mc=mc['mean'], se=mc['se'], pred=pred))
+    return dict(
+        points=points,
+        slopes=slopes,
+        averaged=averaged,
+        base=dict(base),
+        n=n,
+        seed=seed)

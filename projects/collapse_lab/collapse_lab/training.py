@@ -1,6 +1,6 @@
 # Copyright (c) mmdet-psbn contributors. All rights reserved.
-r"""Filter collapse in training, at CPU scale, on real digits and (paper
-§3.3) on random labels.
+r"""Filter collapse in training, at CPU scale, on real digits and (paper §3.3)
+on random labels.
 
 The paper trains CIFAR ResNets for 9 x 100 epochs; here the same
 :class:`~psbn_cifar.models.CIFARResNet` (depth 20, narrowed by
@@ -44,8 +44,10 @@ from psbn_cifar.datasets.cifar import (load_cifar_split, make_toy_cifar,
                                        random_labels)
 from psbn_cifar.models import CIFARResNet
 
-__all__ = ['NORMS', 'load_digits', 'load_toy_cifar', 'build_net', 'measure',
-           'train_rounds', 'pretrain', 'finetune', 'early_curve']
+__all__ = [
+    'NORMS', 'load_digits', 'load_toy_cifar', 'build_net', 'measure',
+    'train_rounds', 'pretrain', 'finetune', 'early_curve'
+]
 
 _RELU = dict(type='ReLU', inplace=True)
 _LRELU = dict(type='LeakyReLU', negative_slope=0.01, inplace=True)
@@ -63,10 +65,12 @@ ALPHA = 0.1  # the psBN post-shift unless a caller passes another
 
 # ------------------------------------------------------------------ data
 def load_digits(size: int = 14, num_train: Optional[int] = None):
-    """Real digits as ``dict(train=(x, y), test=(x, y))``: float
-    ``(N, 3, size, size)`` normalised with the training set's mean and std,
-    int64 labels. The training digits are in a fixed shuffled order;
-    ``num_train`` keeps the first ``num_train`` (all 4,000 by default)."""
+    """Real digits as ``dict(train=(x, y), test=(x, y))``: float ``(N, 3, size,
+    size)`` normalised with the training set's mean and std, int64 labels.
+
+    The training digits are in a fixed shuffled order;
+    ``num_train`` keeps the first ``num_train`` (all 4,000 by default).
+    """
     out, stats = {}, None
     for split in ('train', 'test'):
         img, lab = load_mnist_digits(split)
@@ -79,32 +83,37 @@ def load_digits(size: int = 14, num_train: Optional[int] = None):
         out[split] = (x, torch.as_tensor(np.array(lab), dtype=torch.long))
     # the file is sorted by class: one fixed shuffle, so that any prefix
     # (the 1,000 digits of the training accuracy) has every class
-    idx = torch.randperm(len(out['train'][0]),
-                         generator=torch.Generator().manual_seed(0))
+    idx = torch.randperm(
+        len(out['train'][0]), generator=torch.Generator().manual_seed(0))
     idx = idx[:num_train]
     out['train'] = (out['train'][0][idx], out['train'][1][idx])
     return out
 
 
-def load_toy_cifar(num_train: int = 512, seed: int = 0, size: int = 16,
-                   random_label: bool = True, label_seed: int = 0):
-    """The toy CIFAR-format training set as ``dict(train=(x, y))``: written
-    by :func:`make_toy_cifar` into a temporary folder, read back by
-    :func:`load_cifar_split` (as the official archive is read), normalised
-    per channel and pooled to ``size``; random labels by default (paper
-    §3.3)."""
+def load_toy_cifar(num_train: int = 512,
+                   seed: int = 0,
+                   size: int = 16,
+                   random_label: bool = True,
+                   label_seed: int = 0):
+    """The toy CIFAR-format training set as ``dict(train=(x, y))``: written by
+    :func:`make_toy_cifar` into a temporary folder, read back by
+    :func:`load_cifar_split` (as the official archive is read), normalised per
+    channel and pooled to ``size``; random labels by default (paper §3.3)."""
     with tempfile.TemporaryDirectory() as tmp:
-        root = make_toy_cifar(osp.join(tmp, 'cifar'), num_train=num_train,
-                              num_test=10, seed=seed)
+        root = make_toy_cifar(
+            osp.join(tmp, 'cifar'),
+            num_train=num_train,
+            num_test=10,
+            seed=seed)
         images, labels, _ = load_cifar_split(root)
     # (N, 32, 32, 3) uint8 -> contiguous (N, 3, 32, 32) float
     x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().float()
-    x = (x - x.mean((0, 2, 3), keepdim=True)) / x.std((0, 2, 3),
-                                                      keepdim=True)
+    x = (x - x.mean((0, 2, 3), keepdim=True)) / x.std((0, 2, 3), keepdim=True)
     if size != 32:
         x = F.adaptive_avg_pool2d(x, size)
-    y = (random_labels(len(labels), 10, label_seed) if random_label
-         else np.asarray(labels))
+    y = (
+        random_labels(len(labels), 10, label_seed)
+        if random_label else np.asarray(labels))
     return dict(train=(x.contiguous(), torch.as_tensor(y, dtype=torch.long)))
 
 
@@ -131,11 +140,14 @@ def _psbn_before_rectifiers(net: nn.Module, alpha: float) -> None:
                              convert_to_psbn(block.norm1, alpha))
 
 
-def build_net(norm: str, width: int = 8, depth: int = 20,
-              gamma_init: float = 1.0, seed: int = 0,
+def build_net(norm: str,
+              width: int = 8,
+              depth: int = 20,
+              gamma_init: float = 1.0,
+              seed: int = 0,
               alpha: float = ALPHA) -> nn.Module:
-    """ResNet-``depth`` with ``base_channels=width`` and the norm/activation
-    of ``NORMS[norm]`` (psBN with post-shift ``alpha``); He init of convs,
+    """ResNet-``depth`` with ``base_channels=width`` and the norm/activation of
+    ``NORMS[norm]`` (psBN with post-shift ``alpha``); He init of convs,
     :math:`\\gamma` = ``gamma_init``, :math:`\\beta` = 0 (the backbone's
     default init, without its log)."""
     if norm not in NORMS:
@@ -144,14 +156,19 @@ def build_net(norm: str, width: int = 8, depth: int = 20,
     norm_cfg, act_cfg = NORMS[norm]
     if norm == 'psBN':
         norm_cfg = dict(norm_cfg, alpha=alpha)
-    net = _Net(CIFARResNet(depth, base_channels=width, norm_cfg=norm_cfg,
-                           act_cfg=act_cfg, init_cfg=None))
+    net = _Net(
+        CIFARResNet(
+            depth,
+            base_channels=width,
+            norm_cfg=norm_cfg,
+            act_cfg=act_cfg,
+            init_cfg=None))
     if norm == 'psBN-rect':
         _psbn_before_rectifiers(net, alpha)
     for m in net.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode='fan_out',
-                                    nonlinearity='relu')
+            nn.init.kaiming_normal_(
+                m.weight, mode='fan_out', nonlinearity='relu')
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):
             nn.init.constant_(m.weight, gamma_init)
             nn.init.zeros_(m.bias)
@@ -180,19 +197,23 @@ def _to_norm(net: nn.Module, norm: str, alpha: float = ALPHA) -> nn.Module:
 
 # ------------------------------------------------------------------ measures
 @torch.no_grad()
-def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor,
+def accuracy(net: nn.Module,
+             x: torch.Tensor,
+             y: torch.Tensor,
              batch: int = 500) -> float:
     """Top-1 accuracy in eval mode (running statistics)."""
     was = net.training
     net.eval()
-    correct = sum(int((net(x[i:i + batch]).argmax(1) == y[i:i + batch])
-                      .sum()) for i in range(0, len(x), batch))
+    correct = sum(
+        int((net(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
+        for i in range(0, len(x), batch))
     net.train(was)
     return correct / len(x)
 
 
-def measure(net: nn.Module, flops_map, probe_x: Optional[torch.Tensor] = None
-            ) -> Dict[str, float]:
+def measure(net: nn.Module,
+            flops_map,
+            probe_x: Optional[torch.Tensor] = None) -> Dict[str, float]:
     """The collapse measures of ``net`` (:mod:`mmdet_psbn.analysis.collapse`),
     as shares in [0, 1]:
 
@@ -223,12 +244,14 @@ def measure(net: nn.Module, flops_map, probe_x: Optional[torch.Tensor] = None
         net.train(was)
         stats.attach_inactive(probe.inactive)
     s = stats.summary()
-    out = {k: float(s[k]) for k in ('collapsed', 'dead', 'inactive',
-                                    'sparsity') if k in s}
+    out = {
+        k: float(s[k])
+        for k in ('collapsed', 'dead', 'inactive', 'sparsity') if k in s
+    }
     rect = np.repeat(stats.rectified, np.diff(stats.offsets))
     out['dead_all'] = float(stats.dead.mean())
-    out['dead_residual'] = (float(stats.dead[~rect].mean())
-                            if (~rect).any() else 0.0)
+    out['dead_residual'] = (
+        float(stats.dead[~rect].mean()) if (~rect).any() else 0.0)
     return out
 
 
@@ -236,8 +259,8 @@ def measure(net: nn.Module, flops_map, probe_x: Optional[torch.Tensor] = None
 def _row(net, flops_map, data, probe_n, **kw) -> dict:
     row = dict(kw)
     test = data.get('test')
-    row.update(measure(net, flops_map,
-                       None if test is None else test[0][:probe_n]))
+    row.update(
+        measure(net, flops_map, None if test is None else test[0][:probe_n]))
     x, y = data['train']
     row['train_acc'] = accuracy(net, x[:1000], y[:1000])
     if test is not None:
@@ -245,16 +268,31 @@ def _row(net, flops_map, data, probe_n, **kw) -> dict:
     return row
 
 
-def _run(net, rounds, steps_per_round, data, batch_size, weight_decay,
-         momentum, seed, probe_n, first_round=1, warmup=0) -> List[dict]:
+def _run(net,
+         rounds,
+         steps_per_round,
+         data,
+         batch_size,
+         weight_decay,
+         momentum,
+         seed,
+         probe_n,
+         first_round=1,
+         warmup=0) -> List[dict]:
     """Cosine rounds with warm restarts on ``net``: round ``k`` anneals the
     learning rate from ``rounds[k]`` to 0 over ``steps_per_round`` SGD steps
-    (per-iteration cosine; a linear warm-up over the first ``warmup`` steps
-    of the first round). One measured row per round end."""
+    (per-iteration cosine; a linear warm-up over the first ``warmup`` steps of
+    the first round).
+
+    One measured row per round end.
+    """
     x, y = data['train']
     flops_map = channel_flops(net, x[:1])
-    opt = torch.optim.SGD(net.parameters(), lr=rounds[0], momentum=momentum,
-                          weight_decay=weight_decay)
+    opt = torch.optim.SGD(
+        net.parameters(),
+        lr=rounds[0],
+        momentum=momentum,
+        weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     perm, pos, rows = torch.randperm(len(x), generator=gen), 0, []
     for k, lr_max in enumerate(rounds):
@@ -275,76 +313,126 @@ def _run(net, rounds, steps_per_round, data, batch_size, weight_decay,
             loss.backward()
             opt.step()
             loss_sum += loss.item()
-        rows.append(_row(net, flops_map, data, probe_n,
-                         round=first_round + k, lr=float(lr_max),
-                         loss=loss_sum / steps_per_round))
+        rows.append(
+            _row(
+                net,
+                flops_map,
+                data,
+                probe_n,
+                round=first_round + k,
+                lr=float(lr_max),
+                loss=loss_sum / steps_per_round))
     return rows
 
 
-def train_rounds(norm: str, rounds: Sequence[float], steps_per_round: int,
-                 data, width: int = 8, batch_size: int = 64,
-                 weight_decay: float = 5e-3, momentum: float = 0.9,
-                 gamma_init: float = 1.0, seed: int = 0,
-                 probe_n: int = 256, alpha: float = ALPHA) -> List[dict]:
+def train_rounds(norm: str,
+                 rounds: Sequence[float],
+                 steps_per_round: int,
+                 data,
+                 width: int = 8,
+                 batch_size: int = 64,
+                 weight_decay: float = 5e-3,
+                 momentum: float = 0.9,
+                 gamma_init: float = 1.0,
+                 seed: int = 0,
+                 probe_n: int = 256,
+                 alpha: float = ALPHA) -> List[dict]:
     """A fresh ``norm`` network trained by cosine rounds with warm restarts
-    (see :func:`_run`). ``data``: ``dict(train=(x, y)[, test=(x, y)])``.
+    (see :func:`_run`).
+
+    ``data``: ``dict(train=(x, y)[, test=(x, y)])``.
     Returns one row per round end and one for the initial model (round 0):
     ``lr`` of the round, the measures of :func:`measure`, ``train_acc`` (eval
     mode, the first 1,000 training images), ``test_acc`` when there is a
-    test set, and the round's mean training ``loss``."""
-    net = build_net(norm, width=width, gamma_init=gamma_init, seed=seed,
-                    alpha=alpha)
+    test set, and the round's mean training ``loss``.
+    """
+    net = build_net(
+        norm, width=width, gamma_init=gamma_init, seed=seed, alpha=alpha)
     flops_map = channel_flops(net, data['train'][0][:1])
-    rows = [_row(net, flops_map, data, probe_n, round=0, lr=0.0,
-                 loss=float('nan'))]
+    rows = [
+        _row(
+            net, flops_map, data, probe_n, round=0, lr=0.0, loss=float('nan'))
+    ]
     return rows + _run(net, rounds, steps_per_round, data, batch_size,
                        weight_decay, momentum, seed, probe_n)
 
 
-def pretrain(rounds: Sequence[float], steps_per_round: int, data,
-             width: int = 8, batch_size: int = 64,
-             weight_decay: float = 5e-4, momentum: float = 0.9,
+def pretrain(rounds: Sequence[float],
+             steps_per_round: int,
+             data,
+             width: int = 8,
+             batch_size: int = 64,
+             weight_decay: float = 5e-4,
+             momentum: float = 0.9,
              seed: int = 0) -> dict:
-    """A BN + ReLU network trained at a low learning rate: the
-    "pretrained" model of :func:`finetune`. Returns its state dict."""
+    """A BN + ReLU network trained at a low learning rate: the "pretrained"
+    model of :func:`finetune`.
+
+    Returns its state dict.
+    """
     net = build_net('BN', width=width, seed=seed)
-    _run(net, rounds, steps_per_round, data, batch_size, weight_decay,
-         momentum, seed, probe_n=0)
+    _run(
+        net,
+        rounds,
+        steps_per_round,
+        data,
+        batch_size,
+        weight_decay,
+        momentum,
+        seed,
+        probe_n=0)
     return net.state_dict()
 
 
-def finetune(norm: str, state: dict, rounds: Sequence[float],
-             steps_per_round: int, data, width: int = 8,
-             batch_size: int = 64, weight_decay: float = 5e-3,
-             momentum: float = 0.9, seed: int = 0,
-             probe_n: int = 256, alpha: float = ALPHA) -> List[dict]:
+def finetune(norm: str,
+             state: dict,
+             rounds: Sequence[float],
+             steps_per_round: int,
+             data,
+             width: int = 8,
+             batch_size: int = 64,
+             weight_decay: float = 5e-3,
+             momentum: float = 0.9,
+             seed: int = 0,
+             probe_n: int = 256,
+             alpha: float = ALPHA) -> List[dict]:
     """Finetuning, as in detection: the pretrained BN network ``state``
-    converted to ``norm`` (function-preserving, see :func:`_to_norm`), a
-    new classifier, and cosine rounds at a (much) higher learning rate.
-    Row 0 is the converted pretrained model (with its own head)."""
+    converted to ``norm`` (function-preserving, see :func:`_to_norm`), a new
+    classifier, and cosine rounds at a (much) higher learning rate.
+
+    Row 0 is the converted pretrained model (with its own head).
+    """
     net = build_net('BN', width=width, seed=seed)
     net.load_state_dict(state)
     _to_norm(net, norm, alpha)
     flops_map = channel_flops(net, data['train'][0][:1])
-    rows = [_row(net, flops_map, data, probe_n, round=0, lr=0.0,
-                 loss=float('nan'))]
+    rows = [
+        _row(
+            net, flops_map, data, probe_n, round=0, lr=0.0, loss=float('nan'))
+    ]
     torch.manual_seed(1000 + seed)
     net.fc.reset_parameters()
     return rows + _run(net, rounds, steps_per_round, data, batch_size,
                        weight_decay, momentum, seed, probe_n)
 
 
-def early_curve(norm: str, lr: float, iters: Sequence[int], data,
-                width: int = 8, batch_size: int = 16,
-                weight_decay: float = 5e-4, momentum: float = 0.9,
-                seed: int = 0, alpha: float = ALPHA) -> List[dict]:
+def early_curve(norm: str,
+                lr: float,
+                iters: Sequence[int],
+                data,
+                width: int = 8,
+                batch_size: int = 16,
+                weight_decay: float = 5e-4,
+                momentum: float = 0.9,
+                seed: int = 0,
+                alpha: float = ALPHA) -> List[dict]:
     """From-scratch training at a constant ``lr`` (no warm-up, like
-    mmpretrain's CIFAR schedule), test accuracy (eval mode) after each
-    number of iterations in ``iters``."""
+    mmpretrain's CIFAR schedule), test accuracy (eval mode) after each number
+    of iterations in ``iters``."""
     net = build_net(norm, width=width, seed=seed, alpha=alpha)
     x, y = data['train']
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum,
-                          weight_decay=weight_decay)
+    opt = torch.optim.SGD(
+        net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     rows, done = [], 0
     for n in sorted(iters):
@@ -356,6 +444,9 @@ def early_curve(norm: str, lr: float, iters: Sequence[int], data,
             loss.backward()
             opt.step()
         done = n
-        rows.append(dict(iters=n, test_acc=accuracy(net, *data['test']),
-                         loss=loss.item()))
+        rows.append(
+            dict(
+                iters=n,
+                test_acc=accuracy(net, *data['test']),
+                loss=loss.item()))
     return rows

@@ -14,8 +14,8 @@ from mmdet_psbn.analysis.flops import channel_flops
 from mmdet_psbn.models.layers import PostShiftedBatchNorm2d
 
 # <repo>/projects/collapse_lab/tests/this file
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(
-    osp.abspath(__file__)))))
+ROOT = osp.dirname(
+    osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 
 @pytest.fixture(scope='module')
@@ -34,8 +34,8 @@ def test_real_digits_are_loaded_shuffled_and_normalised(digits):
 
 
 def test_training_rounds_measure_collapse(digits):
-    rows = training.train_rounds('psBN', [0.4, 0.4], 6, digits, width=4,
-                                 batch_size=16, probe_n=32)
+    rows = training.train_rounds(
+        'psBN', [0.4, 0.4], 6, digits, width=4, batch_size=16, probe_n=32)
     assert [r['round'] for r in rows] == [0, 1, 2]
     assert rows[0]['collapsed'] == rows[0]['dead'] == 0.0
     for r in rows:
@@ -56,8 +56,8 @@ def test_dead_counts_only_rectified_channels(digits):
         net.backbone.layer1[0].bn2.bias.fill_(-10.)  # "dead" by formula
         net.backbone.layer1[0].bn1.bias[:2] = -10.  # dead: 2 of 4 channels
     m = training.measure(net, flops_map, digits['test'][0][:64])
-    n_rect = sum(len(mod.weight) for n, mod in net.named_modules()
-                 if rect.get(n))
+    n_rect = sum(
+        len(mod.weight) for n, mod in net.named_modules() if rect.get(n))
     assert m['dead'] == pytest.approx(2 / n_rect)
     assert m['dead_residual'] > 0 and m['dead_all'] > m['dead'] / 2
     assert m['inactive'] >= 2 / n_rect  # they never fire on the probe
@@ -66,8 +66,10 @@ def test_dead_counts_only_rectified_channels(digits):
 def test_psbn_rect_is_psbn_exactly_before_rectifiers(digits):
     net = training.build_net('psBN-rect', width=4)
     rect = channel_flops(net, digits['train'][0][:1]).rectified
-    kinds = {n: isinstance(m, PostShiftedBatchNorm2d)
-             for n, m in net.named_modules() if n in rect}
+    kinds = {
+        n: isinstance(m, PostShiftedBatchNorm2d)
+        for n, m in net.named_modules() if n in rect
+    }
     assert kinds == dict(rect) and any(kinds.values())
     assert not all(kinds.values())
 
@@ -90,34 +92,40 @@ def test_finetune_conversion_keeps_the_function(digits, norm):
 def test_gamma_init_and_norms():
     for norm in training.NORMS:
         net = training.build_net(norm, width=4, gamma_init=0.5)
-        gammas = [m.weight for m in net.modules()
-                  if hasattr(m, 'running_mean')]
+        gammas = [
+            m.weight for m in net.modules() if hasattr(m, 'running_mean')
+        ]
         assert gammas and all(np.allclose(g.detach(), 0.5) for g in gammas)
-    alphas = [float(m.alpha) for m in training.build_net(
-        'psBN', width=4, alpha=0.25).modules()
-        if isinstance(m, PostShiftedBatchNorm2d)]
+    alphas = [
+        float(m.alpha)
+        for m in training.build_net('psBN', width=4, alpha=0.25).modules()
+        if isinstance(m, PostShiftedBatchNorm2d)
+    ]
     assert alphas and set(alphas) == {0.25}
     with pytest.raises(KeyError, match="unknown norm 'GN'"):
         training.build_net('GN')
 
 
 def test_early_curve_reports_test_accuracy(digits):
-    rows = training.early_curve('psBN', 0.1, (2, 4), digits, width=4,
-                                batch_size=8)
+    rows = training.early_curve(
+        'psBN', 0.1, (2, 4), digits, width=4, batch_size=8)
     assert [r['iters'] for r in rows] == [2, 4]
     assert all(0 <= r['test_acc'] <= 1 for r in rows)
 
 
 def test_quick_command_writes_figures_and_numbers(tmp_path):
     """``python tools/collapse_lab.py --quick``, as the README gives it."""
-    proc = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools', 'collapse_lab.py'),
-         '--quick', '--out-dir', str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools', 'collapse_lab.py'), '--quick', '--out-dir',
+        str(tmp_path)
+    ],
+                          cwd=ROOT,
+                          capture_output=True,
+                          text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.load(open(tmp_path / 'lab_results_quick.json'))
-    for name in ('lab_theorem1.png', 'lab_recovery.png',
-                 'lab_finetune.png'):
+    for name in ('lab_theorem1.png', 'lab_recovery.png', 'lab_finetune.png'):
         assert (tmp_path / name).stat().st_size > 10_000
     assert (tmp_path / 'lab_tables_quick.md').stat().st_size > 500
     assert res['recovery']['observed_step'] == \
@@ -131,9 +139,13 @@ def test_quick_command_writes_figures_and_numbers(tmp_path):
     # here (docs/results.md).
     ft = res['training']['digits']['finetune']
     assert [r['round'] for r in ft['BN'][0]] == [0, 1, 2]
-    last = {norm: {key: np.mean([run[-1][key] for run in runs])
-                   for key in runs[0][-1]}
-            for norm, runs in ft.items()}
+    last = {
+        norm: {
+            key: np.mean([run[-1][key] for run in runs])
+            for key in runs[0][-1]
+        }
+        for norm, runs in ft.items()
+    }
     bn, ps = last['BN'], last['psBN']
     assert bn['collapsed'] > 0.08 and bn['collapsed'] > 3 * ps['collapsed']
     assert bn['dead'] > 0.06 and bn['dead'] > 3 * ps['dead']
@@ -147,10 +159,14 @@ def test_quick_command_writes_figures_and_numbers(tmp_path):
 
 @pytest.mark.parametrize('flag', ['--threads', '--workers'])
 def test_bad_threads_is_refused(tmp_path, flag):
-    proc = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools', 'collapse_lab.py'),
-         flag, '0', '--out-dir', str(tmp_path / 'out')],
-        cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools', 'collapse_lab.py'), flag, '0', '--out-dir',
+        str(tmp_path / 'out')
+    ],
+                          cwd=ROOT,
+                          capture_output=True,
+                          text=True)
     assert proc.returncode == 2
     assert f'{flag} must be >= 1, got 0' in proc.stderr
     assert not (tmp_path / 'out').exists()
@@ -170,10 +186,15 @@ def test_settings_by_name_or_path(tmp_path):
     assert load_settings(osp.join(SETTINGS_DIR, 'quick.json')) == quick
     with pytest.raises(FileNotFoundError, match=r"'nope'.*\['full', 'q"):
         load_settings('nope')
-    proc = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools', 'collapse_lab.py'),
-         '--settings', 'nope', '--out-dir', str(tmp_path / 'out')],
-        cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools', 'collapse_lab.py'), '--settings', 'nope',
+        '--out-dir',
+        str(tmp_path / 'out')
+    ],
+                          cwd=ROOT,
+                          capture_output=True,
+                          text=True)
     assert proc.returncode == 2
     assert "no lab settings 'nope'" in proc.stderr
     assert not (tmp_path / 'out').exists()

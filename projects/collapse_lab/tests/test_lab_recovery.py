@@ -14,8 +14,8 @@ def test_closed_form_is_the_recursion():
         c += eta * lam / (1 - eta * lam) * alpha / g
         g *= 1 - eta * lam
         rec.append(c)
-    np.testing.assert_allclose(law_ratio(c0, g0, alpha, eta, lam, 3000), rec,
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        law_ratio(c0, g0, alpha, eta, lam, 3000), rec, rtol=1e-10)
     t = predicted_recovery_step(c0, g0, alpha, eta, lam, -2.5)
     assert rec[t] > -2.5 >= rec[t - 1]
     assert predicted_recovery_step(c0, g0, 0.0, eta, lam, -2.5) == np.inf

@@ -1,5 +1,8 @@
 # Copyright (c) mmdet-psbn contributors. All rights reserved.
-"""Theorem 1 (Zhou et al. 2020): the derived formula against Monte Carlo."""
+"""Theorem 1 (Zhou et al.
+
+2020): the derived formula against Monte Carlo.
+"""
 import numpy as np
 import pytest
 from scipy import integrate
@@ -15,11 +18,16 @@ K_SE = 4.0  # agreement within K_SE standard errors
 @pytest.mark.parametrize('r', [-2.0, -0.7, 0.0, 0.3, 1.5])
 def test_truncated_gaussian_moments_used_in_the_derivation(r):
     # H = 1{x > -r}: E[H], E[xH], E[x^2 H] by quadrature vs closed forms
-    m = [integrate.quad(lambda x, k=k: x**k * norm.pdf(x), -r, np.inf)[0]
-         for k in range(3)]
+    m = [
+        integrate.quad(lambda x, k=k: x**k * norm.pdf(x), -r, np.inf)[0]
+        for k in range(3)
+    ]
     np.testing.assert_allclose(
-        m, [norm.cdf(r), norm.pdf(r), norm.cdf(r) - r * norm.pdf(r)],
-        rtol=1e-7, atol=1e-10)
+        m,
+        [norm.cdf(r), norm.pdf(r),
+         norm.cdf(r) - r * norm.pdf(r)],
+        rtol=1e-7,
+        atol=1e-10)
 
 
 def test_j_by_finite_differences_of_phi():
@@ -37,11 +45,10 @@ def test_j_by_finite_differences_of_phi():
         r = beta / gamma
         e_gg = norm.cdf(r) - r * norm.pdf(r)
         e_gb, e_bb = norm.pdf(r), norm.cdf(r)
-        second = 0.5 * eta**2 * c**2 * (fgg * e_gg + 2 * fgb * e_gb +
-                                        fbb * e_bb)
-        np.testing.assert_allclose(second,
-                                   predicted_drop(eta, c, gamma, beta),
-                                   rtol=1e-4)
+        second = 0.5 * eta**2 * c**2 * (
+            fgg * e_gg + 2 * fgb * e_gb + fbb * e_bb)
+        np.testing.assert_allclose(
+            second, predicted_drop(eta, c, gamma, beta), rtol=1e-4)
     assert j_of_r(0.0) == pytest.approx(-1 / np.pi)
 
 
@@ -51,8 +58,9 @@ def study():
 
 
 def test_monte_carlo_agrees_with_formula_for_small_steps(study):
-    small = [p for p in study['points']
-             if p['eta'] * p['c'] / p['gamma'] <= 0.02]
+    small = [
+        p for p in study['points'] if p['eta'] * p['c'] / p['gamma'] <= 0.02
+    ]
     assert len(small) >= 30
     z = np.array([(p['mc'] - p['pred']) / p['se'] for p in small])
     assert np.all(np.abs(z) < K_SE), z
@@ -64,8 +72,10 @@ def test_monte_carlo_agrees_with_formula_for_small_steps(study):
 
 def test_monte_carlo_detects_a_wrong_formula(study):
     # The same data reject a formula off by a factor 2 (e.g. a lost 1/2).
-    small = [p for p in study['points']
-             if p['eta'] * p['c'] / p['gamma'] <= 0.02 and p['r'] == 0.0]
+    small = [
+        p for p in study['points']
+        if p['eta'] * p['c'] / p['gamma'] <= 0.02 and p['r'] == 0.0
+    ]
     wrong = [p['pred'] / 2 for p in small]  # J(0) off by a factor 2
     z = np.array([(p['mc'] - w) / p['se'] for p, w in zip(small, wrong)])
     assert np.all(np.abs(z) > K_SE)
@@ -89,7 +99,6 @@ def test_beta_averaged_drop_is_negative_and_matches(study):
 
 def test_only_the_gradient_variance_matters():
     # Rademacher +-c has the same variance as N(0, c^2): same drop.
-    mc = mc_drop(0.02, 1.0, 1.0, 0.5, n=200_000, seed=3,
-                 g_dist='rademacher')
+    mc = mc_drop(0.02, 1.0, 1.0, 0.5, n=200_000, seed=3, g_dist='rademacher')
     pred = predicted_drop(0.02, 1.0, 1.0, 0.5)
     assert abs(mc['mean'] - pred) < K_SE * mc['se']

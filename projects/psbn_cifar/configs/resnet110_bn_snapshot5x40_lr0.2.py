@@ -15,6 +15,7 @@ custom_hooks = [
         type='RestartSnapshotHook',
         ensemble=3,
         reference=dict(
-            ensemble=94.63, sparsity={5: 31.6},
+            ensemble=94.63,
+            sparsity={5: 31.6},
             label='Zhou et al. 2020, BN, lr 0.2')),
 ]

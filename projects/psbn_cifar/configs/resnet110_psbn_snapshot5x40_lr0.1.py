@@ -7,6 +7,6 @@ custom_hooks = [
     dict(
         type='RestartSnapshotHook',
         ensemble=3,
-        reference=dict(
-            ensemble=94.75, label='Zhou et al. 2020, psBN, lr 0.1')),
+        reference=dict(ensemble=94.75,
+                       label='Zhou et al. 2020, psBN, lr 0.1')),
 ]

@@ -9,6 +9,7 @@ custom_hooks = [
         type='RestartSnapshotHook',
         ensemble=3,
         reference=dict(
-            ensemble=94.86, sparsity={5: 5.3},
+            ensemble=94.86,
+            sparsity={5: 5.3},
             label='Zhou et al. 2020, psBN, lr 0.2')),
 ]

@@ -6,5 +6,4 @@ _base_ = [
 ]
 model = dict(
     backbone=dict(
-        act_cfg=dict(
-            type='LeakyReLU', negative_slope=0.01, inplace=True)))
+        act_cfg=dict(type='LeakyReLU', negative_slope=0.01, inplace=True)))

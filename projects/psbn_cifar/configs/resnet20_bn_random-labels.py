@@ -4,5 +4,4 @@
 # against the true test labels (chance: 10 %); the collapse measures are
 # the point of this run.
 _base_ = './resnet20_bn_restart9x100.py'
-train_dataloader = dict(
-    dataset=dict(random_labels=True, random_label_seed=0))
+train_dataloader = dict(dataset=dict(random_labels=True, random_label_seed=0))

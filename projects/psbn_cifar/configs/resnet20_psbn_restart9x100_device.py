@@ -6,5 +6,4 @@ _base_ = [
     '_base_/models/resnet_cifar.py', '_base_/datasets/cifar10_bs128_device.py',
     '_base_/schedules/sgd_restart_9x100.py', '_base_/default_runtime.py'
 ]
-model = dict(
-    backbone=dict(norm_cfg=dict(type='psBN', requires_grad=True)))
+model = dict(backbone=dict(norm_cfg=dict(type='psBN', requires_grad=True)))

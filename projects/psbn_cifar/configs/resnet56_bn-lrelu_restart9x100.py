@@ -6,5 +6,5 @@ _base_ = [
 ]
 model = dict(
     backbone=dict(
-        depth=56, act_cfg=dict(
-            type='LeakyReLU', negative_slope=0.01, inplace=True)))
+        depth=56,
+        act_cfg=dict(type='LeakyReLU', negative_slope=0.01, inplace=True)))

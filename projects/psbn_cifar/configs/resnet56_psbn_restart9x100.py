@@ -5,5 +5,4 @@ _base_ = [
     '_base_/schedules/sgd_restart_9x100.py', '_base_/default_runtime.py'
 ]
 model = dict(
-    backbone=dict(depth=56,
-                  norm_cfg=dict(type='psBN', requires_grad=True)))
+    backbone=dict(depth=56, norm_cfg=dict(type='psBN', requires_grad=True)))

@@ -8,11 +8,18 @@ CIFAR_CONFIGS = osp.join(
     osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs') + '/'
 
 
-def write_cifar_config(path, data_root, base, rounds=2, round_epochs=1,
-                       batch_size=50, extra=''):
-    """A config over ``projects/psbn_cifar/configs/<base>`` on the toy root: ``rounds``
-    rounds of ``round_epochs`` epochs (200 images / ``batch_size``
-    iterations an epoch), single-process loaders, logs every iteration."""
+def write_cifar_config(path,
+                       data_root,
+                       base,
+                       rounds=2,
+                       round_epochs=1,
+                       batch_size=50,
+                       extra=''):
+    """A config over ``projects/psbn_cifar/configs/<base>`` on the toy root:
+
+    ``rounds`` rounds of ``round_epochs`` epochs (200 images / ``batch_size``
+    iterations an epoch), single-process loaders, logs every iteration.
+    """
     text = textwrap.dedent(f"""\
         _base_ = {CIFAR_CONFIGS + base!r}
         data_root = {data_root!r}

@@ -1,18 +1,16 @@
 # Copyright (c) mmdet-psbn contributors. All rights reserved.
-"""Every config of the project (and its forwarding copy under
-configs/cifar10) loads and builds: model, datasets,
-evaluator, optimizer, schedule and hooks."""
+"""Every config of the project (and its forwarding copy under configs/cifar10)
+loads and builds: model, datasets, evaluator, optimizer, schedule and hooks."""
 import glob
 import os.path as osp
 
 import pytest
+from cifar_test_utils import CIFAR_CONFIGS
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import psbn_cifar  # noqa: F401
 from mmdet_psbn.models.layers import PostShiftedBatchNorm2d
-
-from cifar_test_utils import CIFAR_CONFIGS
 from tests.conftest import REPO
 
 CONFIGS = sorted(glob.glob(CIFAR_CONFIGS + '*.py'))
@@ -41,14 +39,15 @@ def test_config_builds(path, toy_cifar):
 
 
 def _check_config(path, cfg, toy_cifar):
-    from psbn_cifar.registry import DATASETS, HOOKS, METRICS, MODELS
     from mmengine.registry import PARAM_SCHEDULERS
+
+    from psbn_cifar.registry import DATASETS, HOOKS, METRICS, MODELS
     name = osp.basename(path)
     model_cfg = cfg.model.copy()
     model_cfg['data_preprocessor'] = cfg.data_preprocessor
     model = MODELS.build(model_cfg)
-    has_ps = any(isinstance(m, PostShiftedBatchNorm2d)
-                 for m in model.modules())
+    has_ps = any(
+        isinstance(m, PostShiftedBatchNorm2d) for m in model.modules())
     assert has_ps == ('psbn' in name)
     depth = getattr(model.backbone, 'depth', None)
     for d in (20, 56, 110):
@@ -79,8 +78,8 @@ def _check_config(path, cfg, toy_cifar):
                                     and key == 'train_dataloader')
     METRICS.build(cfg.val_evaluator)
     hooks = [HOOKS.build(h) for h in cfg.custom_hooks]
-    assert {type(h).__name__ for h in hooks} == {'CollapseMonitorHook',
-                                                 'RestartSnapshotHook'}
+    assert {type(h).__name__
+            for h in hooks} == {'CollapseMonitorHook', 'RestartSnapshotHook'}
     if 'snapshot5x40' in name:
         snap = [h for h in hooks if type(h).__name__ == 'RestartSnapshotHook']
         assert snap[0].ensemble == 3 and snap[0].reference['ensemble'] > 94
@@ -90,8 +89,7 @@ def test_the_old_config_paths_still_work():
     # configs/cifar10/X.py forwards to projects/psbn_cifar/configs/X.py, so
     # commands written before the move load the same config.
     old = sorted(glob.glob(osp.join(REPO, 'configs', 'cifar10', '*.py')))
-    assert [osp.basename(p) for p in old] == [
-        osp.basename(p) for p in CONFIGS]
+    assert [osp.basename(p) for p in old] == [osp.basename(p) for p in CONFIGS]
     for path in old:
         new = osp.join(CIFAR_CONFIGS, osp.basename(path))
         assert Config.fromfile(path).to_dict() == Config.fromfile(

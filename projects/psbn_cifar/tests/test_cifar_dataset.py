@@ -28,8 +28,8 @@ def test_toy_set_reads_as_the_official_archive_does(toy_cifar):
     # latin1 (mmpretrain, torchvision): str keys; bytes: bytes keys, as the
     # official archive (pickled by Python 2) gives under each.
     for name in ('data_batch_1', 'test_batch'):
-        text, raw = read_batch(toy_cifar, name), read_batch(
-            toy_cifar, name, 'bytes')
+        text, raw = read_batch(toy_cifar,
+                               name), read_batch(toy_cifar, name, 'bytes')
         assert {'data', 'labels', 'batch_label'} <= set(text)
         assert {b'data', b'labels', b'batch_label'} <= set(raw)
         np.testing.assert_array_equal(text['data'], raw[b'data'])
@@ -114,8 +114,7 @@ def test_train_tool_reports_missing_batches(tmp_path):
     empty.mkdir()
     cfg = write_cifar_config(tmp_path / 'cfg.py', str(empty),
                              'resnet20_bn_restart9x100.py')
-    proc = run_tool(['tools/train.py', cfg, '--work-dir',
-                     str(tmp_path / 'w')])
+    proc = run_tool(['tools/train.py', cfg, '--work-dir', str(tmp_path / 'w')])
     assert proc.returncode == 2, proc.stdout[-3000:]
     assert 'cifar-10-batches-py' in proc.stdout
     assert 'make_toy_cifar.py' in proc.stdout
@@ -139,8 +138,10 @@ def test_random_labels_fixed_and_differ_from_truth(toy_cifar):
             'from psbn_cifar.registry import DATASETS;'
             f'd = DATASETS.build({cfg!r});'
             'sys.stdout.write(",".join(map(str, d.gt_labels)))')
-    out = subprocess.run([sys.executable, '-c', code], check=True,
-                         capture_output=True, text=True,
+    out = subprocess.run([sys.executable, '-c', code],
+                         check=True,
+                         capture_output=True,
+                         text=True,
                          env=dict(os.environ, PYTHONHASHSEED='7')).stdout
     assert out.strip().split(',')[-200:] == [str(v) for v in ds1.gt_labels]
 

@@ -17,6 +17,9 @@ def test_each_registry_is_the_scoped_child_of_its_namesake(name):
 
 
 def test_every_root_registry_has_a_child():
-    roots = {n for n, r in vars(root).items()
-             if isinstance(r, root.Registry) and r.scope == 'mmengine'}
+    roots = {
+        n
+        for n, r in vars(root).items()
+        if isinstance(r, root.Registry) and r.scope == 'mmengine'
+    }
     assert roots == set(NAMES)

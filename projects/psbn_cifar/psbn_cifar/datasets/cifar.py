@@ -37,8 +37,7 @@ from . import transforms  # noqa: F401  registers PackInputs...
 
 __all__ = [
     'BASE_FOLDER', 'CIFAR10', 'CIFAR10_CLASSES', 'CIFARDataError',
-    'load_cifar_split', 'make_toy_cifar', 'random_labels',
-    'write_cifar_folder'
+    'load_cifar_split', 'make_toy_cifar', 'random_labels', 'write_cifar_folder'
 ]
 
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog',
@@ -93,8 +92,10 @@ def _load(path: str) -> dict:
     if not isinstance(entry, dict):
         raise CIFARDataError(f'{path!r} is not a CIFAR-10 batch (a '
                              f'{type(entry).__name__}, not a dict)')
-    return {k.decode('latin1') if isinstance(k, bytes) else k: v
-            for k, v in entry.items()}
+    return {
+        k.decode('latin1') if isinstance(k, bytes) else k: v
+        for k, v in entry.items()
+    }
 
 
 def _read_batch(path: str):
@@ -113,8 +114,9 @@ def _read_batch(path: str):
         labels, dtype=np.int64)
 
 
-def load_cifar_split(data_root: str, test_mode: bool = False
-                     ) -> Tuple[np.ndarray, np.ndarray, tuple]:
+def load_cifar_split(
+        data_root: str,
+        test_mode: bool = False) -> Tuple[np.ndarray, np.ndarray, tuple]:
     """Read a CIFAR-10 split: ``(images, labels, class_names)``.
 
     ``images`` is one uint8 (N, 32, 32, 3) RGB array, ``labels`` int64 (N,),
@@ -130,8 +132,7 @@ def load_cifar_split(data_root: str, test_mode: bool = False
     folder = osp.join(data_root.rstrip('/'), BASE_FOLDER)
     names = TEST_BATCHES if test_mode else TRAIN_BATCHES
     classes = _load(osp.join(folder, META_FILE)).get('label_names') or ()
-    classes = tuple(n.decode() if isinstance(n, bytes) else n
-                    for n in classes)
+    classes = tuple(n.decode() if isinstance(n, bytes) else n for n in classes)
     images, labels = zip(*(_read_batch(osp.join(folder, n)) for n in names))
     return (np.ascontiguousarray(np.concatenate(images)),
             np.concatenate(labels), classes)
@@ -161,7 +162,8 @@ class CIFAR10(BaseDataset):
     METAINFO = dict(classes=CIFAR10_CLASSES)
 
     @classmethod
-    def missing_data(cls, data_root: str,
+    def missing_data(cls,
+                     data_root: str,
                      test_mode: bool = False) -> Optional[str]:
         """What is missing under ``data_root`` and where the data goes, or
         None if nothing is: the tools check this before building anything
@@ -171,8 +173,10 @@ class CIFAR10(BaseDataset):
         if not osp.isdir(folder):
             return _missing_message(root, folder, ['the whole folder'])
         names = TEST_BATCHES if test_mode else TRAIN_BATCHES
-        missing = [n for n in names + (META_FILE, )
-                   if not osp.isfile(osp.join(folder, n))]
+        missing = [
+            n for n in names + (META_FILE, )
+            if not osp.isfile(osp.join(folder, n))
+        ]
         return _missing_message(root, folder, missing) if missing else None
 
     def __init__(self,
@@ -207,9 +211,10 @@ class CIFAR10(BaseDataset):
         if classes:
             self._metainfo['classes'] = classes
         self.images = images
-        gt = (random_labels(len(true), len(self._metainfo['classes']),
-                            self.random_label_seed)
-              if self.random_labels else true)
+        gt = (
+            random_labels(
+                len(true), len(self._metainfo['classes']),
+                self.random_label_seed) if self.random_labels else true)
         data_list = []
         for i in range(len(true)):
             info = dict(img_idx=i, gt_label=int(gt[i]))
@@ -227,8 +232,9 @@ class CIFAR10(BaseDataset):
     @property
     def gt_labels(self) -> np.ndarray:
         """The (possibly random) labels of all items, in order."""
-        return np.array([self.get_data_info(i)['gt_label']
-                         for i in range(len(self))], dtype=np.int64)
+        return np.array(
+            [self.get_data_info(i)['gt_label'] for i in range(len(self))],
+            dtype=np.int64)
 
 
 class _Python2Pickler(pickle._Pickler):
@@ -276,20 +282,32 @@ def write_cifar_folder(folder: str, train: Tuple[np.ndarray, Sequence[int]],
     data, labels = train
     splits = np.array_split(np.arange(len(data)), len(TRAIN_BATCHES))
     for i, (file, idx) in enumerate(zip(TRAIN_BATCHES, splits), 1):
-        dump(file, {'batch_label': f'{name} training batch {i} of 5',
-                    'data': np.ascontiguousarray(data[idx]),
-                    'labels': [int(labels[j]) for j in idx]})
+        dump(
+            file, {
+                'batch_label': f'{name} training batch {i} of 5',
+                'data': np.ascontiguousarray(data[idx]),
+                'labels': [int(labels[j]) for j in idx]
+            })
     data, labels = test
-    dump(TEST_BATCHES[0], {'batch_label': f'{name} testing batch 1 of 1',
-                           'data': np.ascontiguousarray(data),
-                           'labels': [int(c) for c in labels]})
-    dump(META_FILE, {'label_names': list(classes),
-                     'num_cases_per_batch': len(splits[0]),
-                     'num_vis': 3072})
+    dump(
+        TEST_BATCHES[0], {
+            'batch_label': f'{name} testing batch 1 of 1',
+            'data': np.ascontiguousarray(data),
+            'labels': [int(c) for c in labels]
+        })
+    dump(
+        META_FILE, {
+            'label_names': list(classes),
+            'num_cases_per_batch': len(splits[0]),
+            'num_vis': 3072
+        })
 
 
-def make_toy_cifar(root: str, num_train: int = 200, num_test: int = 100,
-                   seed: int = 0, force: bool = False) -> str:
+def make_toy_cifar(root: str,
+                   num_train: int = 200,
+                   num_test: int = 100,
+                   seed: int = 0,
+                   force: bool = False) -> str:
     """Write a small CIFAR-10-format data root and return it.
 
     ``<root>/cifar-10-batches-py/`` gets ``data_batch_1..5`` (``num_train``

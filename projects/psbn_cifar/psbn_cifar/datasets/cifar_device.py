@@ -26,23 +26,24 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 from mmengine.device import get_device
-from ..registry import DATASETS, FUNCTIONS
 from mmengine.structures import BaseDataElement
 from torch.utils.data import get_worker_info
 
+from ..registry import DATASETS, FUNCTIONS
 from .cifar import CIFAR10, CIFARDataError
 
 __all__ = ['DeviceCIFAR10', 'prebatched_collate']
 
 
 class _Batch(dict):
-    """A batch from ``__getitems__``; says which collate it needs when
-    indexed like the list of samples that ``pseudo_collate`` expects."""
+    """A batch from ``__getitems__``; says which collate it needs when indexed
+    like the list of samples that ``pseudo_collate`` expects."""
 
     def __missing__(self, key):
         raise TypeError(
             'DeviceCIFAR10 returns whole batches, not lists of samples: set '
-            "collate_fn=dict(type='psbn_cifar.prebatched_collate') in its dataloader")
+            "collate_fn=dict(type='psbn_cifar.prebatched_collate') in its "
+            'dataloader')
 
 
 @FUNCTIONS.register_module()
@@ -85,12 +86,13 @@ class DeviceCIFAR10(CIFAR10):
 
     Note:
         The DataLoader MUST use ``collate_fn=dict(type=
-        'psbn_cifar.prebatched_collate')`` and, off the CPU, ``num_workers=0`` (a
-        worker process cannot use CUDA tensors; with the data on the device
-        there is nothing for workers to do). ``__getitem__`` still returns
-        one item as :class:`CIFAR10` does. Torch's ``Subset`` /
-        ``StackDataset``, which expect ``__getitems__`` to return a list of
-        samples, cannot wrap it; use ``indices=`` instead.
+        'psbn_cifar.prebatched_collate')`` and, off the CPU,
+        ``num_workers=0`` (a worker process cannot use CUDA tensors; with the
+        data on the device there is nothing for workers to do). Its
+        ``__getitem__`` still returns one item, as :class:`CIFAR10`'s does.
+        Torch's ``Subset`` and ``StackDataset``, which expect
+        ``__getitems__`` to return a list of samples, cannot wrap it; use
+        ``indices=`` instead.
     """
 
     def __init__(self,
@@ -103,15 +105,15 @@ class DeviceCIFAR10(CIFAR10):
             raise CIFARDataError(
                 'DeviceCIFAR10 fetches whole batches, so a per-sample '
                 f'pipeline would not run; got pipeline={list(pipeline)!r}. '
-                "Set pipeline=[] and augment with data_preprocessor=dict("
+                'Set pipeline=[] and augment with data_preprocessor=dict('
                 "type='CropFlipDataPreprocessor', ...)")
         self.device = torch.device(device or get_device())
         self._tensors: Optional[dict] = None
         super().__init__(data_root=data_root, test_mode=test_mode, **kwargs)
 
     def tensors(self) -> dict:
-        """``inputs`` (N, 3, 32, 32) uint8 and ``gt_label`` (N,) on the
-        device, ``true_label`` (N,) numpy or None; made on first call."""
+        """``inputs`` (N, 3, 32, 32) uint8 and ``gt_label`` (N,) on the device,
+        ``true_label`` (N,) numpy or None; made on first call."""
         if self._tensors is None:
             if get_worker_info() is not None and self.device.type != 'cpu':
                 raise RuntimeError(

@@ -29,12 +29,15 @@ CIFAR_MANIFEST = 'digits_cifar.json'
 FORMAT_VERSION = 2
 
 
-def make_digits_cifar(root: str, num_train: int = 4000,
-                      num_test: int = 1000, min_size: int = 16,
-                      max_size: int = 28, seed: int = 0,
+def make_digits_cifar(root: str,
+                      num_train: int = 4000,
+                      num_test: int = 1000,
+                      min_size: int = 16,
+                      max_size: int = 28,
+                      seed: int = 0,
                       force: bool = False) -> Dict:
-    """Write the digit classification set under ``root`` in the CIFAR-10
-    python format (module docstring), for :class:`CIFAR10`.
+    """Write the digit classification set under ``root`` in the CIFAR-10 python
+    format (module docstring), for :class:`CIFAR10`.
 
     The first ``num_train`` digits of ``load_mnist_digits('train')`` (all
     4,000 by default) make the training batches, the first ``num_test`` of
@@ -54,9 +57,9 @@ def make_digits_cifar(root: str, num_train: int = 4000,
     Returns:
         dict: The manifest written to ``root/digits_cifar.json``.
     """
-    for name, value, low in (('num_train', num_train, 5),
-                             ('num_test', num_test, 1),
-                             ('min_size', min_size, 4),
+    for name, value, low in (('num_train', num_train,
+                              5), ('num_test', num_test, 1), ('min_size',
+                                                              min_size, 4),
                              ('max_size', max_size, 4), ('seed', seed, 0)):
         check_int(name, value, low)
     if not min_size <= max_size <= 32:
@@ -68,16 +71,19 @@ def make_digits_cifar(root: str, num_train: int = 4000,
         raise ValueError(
             f'num_train must be <= {len(train_digits)} and num_test <= '
             f'{len(test_digits)}, got {num_train} and {num_test}')
-    args = dict(format_version=FORMAT_VERSION, num_train=num_train,
-                num_test=num_test, min_size=min_size, max_size=max_size,
-                seed=seed)
+    args = dict(
+        format_version=FORMAT_VERSION,
+        num_train=num_train,
+        num_test=num_test,
+        min_size=min_size,
+        max_size=max_size,
+        seed=seed)
 
     def draw(digits, labels, num, seed_):
         rng = np.random.RandomState(seed_)
         order = rng.permutation(num)
-        imgs = np.stack([
-            draw_crop(rng, digits[i], 32, min_size, max_size) for i in order
-        ])
+        imgs = np.stack(
+            [draw_crop(rng, digits[i], 32, min_size, max_size) for i in order])
         # cv2's BGR -> CIFAR's rows of R, then G, then B planes.
         data = imgs[..., ::-1].transpose(0, 3, 1, 2).reshape(num, 3072)
         return np.ascontiguousarray(data), [int(labels[i]) for i in order]
@@ -86,8 +92,8 @@ def make_digits_cifar(root: str, num_train: int = 4000,
         write_cifar_folder(
             osp.join(tmp, BASE_FOLDER),
             draw(train_digits, train_labels, num_train, seed),
-            draw(test_digits, test_labels, num_test, seed + 1),
-            DIGIT_CLASSES, 'digits')
+            draw(test_digits, test_labels, num_test, seed + 1), DIGIT_CLASSES,
+            'digits')
 
     return build_data_root(root, CIFAR_MANIFEST, args, write,
                            'digits CIFAR set', force)

@@ -15,10 +15,14 @@ Note:
 import numpy as np
 import torch
 from mmcv.transforms import BaseTransform
-from ..registry import TRANSFORMS
 from mmengine.structures import BaseDataElement
 
+from ..registry import TRANSFORMS
+
 __all__ = ['PackInputs', 'RandomCrop']
+
+#: What :class:`PackInputs` keeps as metainfo by default.
+META_KEYS = ('sample_idx', 'img_shape', 'flip', 'true_label')
 
 
 @TRANSFORMS.register_module()
@@ -29,7 +33,9 @@ class RandomCrop(BaseTransform):
     Uses numpy's global generator, which mmengine seeds per worker.
     """
 
-    def __init__(self, crop_size: int = 32, padding: int = 4,
+    def __init__(self,
+                 crop_size: int = 32,
+                 padding: int = 4,
                  pad_val: int = 0) -> None:
         if crop_size < 1 or padding < 0:
             raise ValueError(f'need crop_size >= 1 and padding >= 0, got '
@@ -42,16 +48,16 @@ class RandomCrop(BaseTransform):
         img = results['img']
         p = self.padding
         if p:
-            img = np.pad(img, ((p, p), (p, p), (0, 0)),
-                         constant_values=self.pad_val)
+            img = np.pad(
+                img, ((p, p), (p, p), (0, 0)), constant_values=self.pad_val)
         h, w = img.shape[:2]
         if h < self.crop_size or w < self.crop_size:
             raise ValueError(f'image {h}x{w} (after padding) is smaller than '
                              f'crop_size {self.crop_size}')
         y = np.random.randint(0, h - self.crop_size + 1)
         x = np.random.randint(0, w - self.crop_size + 1)
-        results['img'] = np.ascontiguousarray(
-            img[y:y + self.crop_size, x:x + self.crop_size])
+        results['img'] = np.ascontiguousarray(img[y:y + self.crop_size,
+                                                  x:x + self.crop_size])
         results['img_shape'] = results['img'].shape[:2]
         return results
 
@@ -69,16 +75,15 @@ class PackInputs(BaseTransform):
     ``meta_keys`` that the item has.
     """
 
-    def __init__(self, meta_keys=('sample_idx', 'img_shape', 'flip',
-                                  'true_label')) -> None:
+    def __init__(self, meta_keys=META_KEYS) -> None:
         self.meta_keys = tuple(meta_keys)
 
     def transform(self, results: dict) -> dict:
         img = results['img']
-        inputs = torch.from_numpy(np.ascontiguousarray(
-            img.transpose(2, 0, 1)))
-        sample = BaseDataElement(metainfo={
-            k: results[k] for k in self.meta_keys if k in results})
+        inputs = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+        sample = BaseDataElement(
+            metainfo={k: results[k]
+                      for k in self.meta_keys if k in results})
         if 'gt_label' in results:
             sample.gt_label = torch.tensor([int(results['gt_label'])])
         return dict(inputs=inputs, data_samples=sample)

@@ -111,8 +111,8 @@ class RestartSnapshotHook(Hook):
                 for p in periods)):
             raise ValueError(f'periods must be positive integers, got '
                              f'{periods!r}')
-        if isinstance(ensemble, bool) or not isinstance(
-                ensemble, int) or ensemble < 1:
+        if isinstance(ensemble,
+                      bool) or not isinstance(ensemble, int) or ensemble < 1:
             raise ValueError(f'ensemble must be a positive integer, got '
                              f'{ensemble!r}')
         self.periods = list(periods) if periods is not None else None
@@ -154,10 +154,13 @@ class RestartSnapshotHook(Hook):
             f'RestartSnapshotHook: {len(self.ends)} rounds, ending at '
             f'iterations {self.ends}; snapshots in {self.dir}')
 
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
+                         data_batch=None,
                          outputs=None) -> None:
-        """End a round (snapshot, prediction, measures) if this iteration
-        is the last of one.
+        """End a round (snapshot, prediction, measures) if this iteration is
+        the last of one.
 
         Args:
             runner (Runner): The runner of the training process.
@@ -170,8 +173,8 @@ class RestartSnapshotHook(Hook):
             self._end_round(runner, self.ends.index(it) + 1, it)
 
     def after_train(self, runner) -> None:
-        """Ensemble the last ``ensemble`` snapshots' saved scores, log the
-        per-round table and write ``rounds.json`` (rank 0).
+        """Ensemble the last ``ensemble`` snapshots' saved scores, log the per-
+        round table and write ``rounds.json`` (rank 0).
 
         Args:
             runner (Runner): The runner of the training process.
@@ -206,8 +209,8 @@ class RestartSnapshotHook(Hook):
         checkpoint[STATE_KEY] = dict(rows=[dict(r) for r in self.rows])
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Restore the rows :meth:`before_save_checkpoint` saved, so that
-        the table and the ensemble survive ``--resume``.
+        """Restore the rows :meth:`before_save_checkpoint` saved, so that the
+        table and the ensemble survive ``--resume``.
 
         Args:
             runner (Runner): The runner of the training process.
@@ -236,15 +239,20 @@ class RestartSnapshotHook(Hook):
         self._last = stats
         attach_flops(stats, self._flops_map).attach_inactive(probe.inactive)
         summary = stats.summary()
-        row = dict(round=k, epoch=runner.epoch + 1, iter=it,
-                   collapsed=summary['collapsed'], dead=summary['dead'],
-                   inactive=summary.get('inactive'),
-                   sparsity=summary.get('sparsity'), accuracy=None)
+        row = dict(
+            round=k,
+            epoch=runner.epoch + 1,
+            iter=it,
+            collapsed=summary['collapsed'],
+            dead=summary['dead'],
+            inactive=summary.get('inactive'),
+            sparsity=summary.get('sparsity'),
+            accuracy=None)
         if scores is not None:  # rank 0
             np.save(self._scores_path(k), scores)
             np.save(osp.join(self.dir, 'labels.npy'), labels)
-            row['accuracy'] = float(100.0 * (scores.argmax(1) == labels
-                                             ).mean())
+            row['accuracy'] = float(100.0 *
+                                    (scores.argmax(1) == labels).mean())
         self.rows = [r for r in self.rows if r['round'] != k] + [row]
         hub = runner.message_hub
         for key in ('accuracy', 'sparsity', 'collapsed', 'dead', 'inactive'):
@@ -259,9 +267,10 @@ class RestartSnapshotHook(Hook):
                 f'{100 * row["collapsed"]:.2f} %, dead '
                 f'{100 * row["dead"]:.2f} % (of rectified channels), '
                 'inactive on the val set ' +
-                ('n/a' if row['inactive'] is None else
-                 f'{100 * row["inactive"]:.2f} %') + ', FLOPs sparsity '
-                + ('n/a' if sp is None else f'{100 * sp:.2f} %'))
+                ('n/a' if row['inactive'] is
+                 None else f'{100 * row["inactive"]:.2f} %') +
+                ', FLOPs sparsity ' +
+                ('n/a' if sp is None else f'{100 * sp:.2f} %'))
             self._write(runner)
         barrier()
 
@@ -275,8 +284,12 @@ class RestartSnapshotHook(Hook):
 
     @master_only
     def _write(self, runner) -> None:
-        out = dict(rounds=self.rows, ensemble=self.ensemble_result,
-                   reference=self.reference,
-                   snapshots=[osp.join(self.dir, f'round_{r["round"]}.pth')
-                              for r in self.rows])
+        out = dict(
+            rounds=self.rows,
+            ensemble=self.ensemble_result,
+            reference=self.reference,
+            snapshots=[
+                osp.join(self.dir, f'round_{r["round"]}.pth')
+                for r in self.rows
+            ])
         dump_json(out, osp.join(self.dir, 'rounds.json'))

@@ -25,8 +25,8 @@ __all__ = [
 
 
 def predict_scores(model, dataloader) -> Tuple[np.ndarray, np.ndarray]:
-    """Softmax scores (N, C) and labels (N,) of ``dataloader``'s dataset,
-    in dataset order (by ``sample_idx``).
+    """Softmax scores (N, C) and labels (N,) of ``dataloader``'s dataset, in
+    dataset order (by ``sample_idx``).
 
     The model is put in eval mode and restored afterwards. Under a
     distributed sampler each rank predicts its shard; the results are
@@ -80,8 +80,8 @@ def ensemble_accuracy(scores: Sequence[np.ndarray],
     return float(100.0 * (mean.argmax(1) == labels).mean())
 
 
-def load_snapshot_scores(model, checkpoints: Sequence[str], dataloader
-                         ) -> Tuple[List[np.ndarray], np.ndarray]:
+def load_snapshot_scores(model, checkpoints: Sequence[str],
+                         dataloader) -> Tuple[List[np.ndarray], np.ndarray]:
     """Load each checkpoint into ``model`` in turn and predict.
 
     Returns the list of score arrays and the labels.
@@ -90,8 +90,8 @@ def load_snapshot_scores(model, checkpoints: Sequence[str], dataloader
     inner = model.module if is_model_wrapper(model) else model
     out, labels = [], None
     for path in checkpoints:
-        load_checkpoint(inner, path, map_location='cpu', strict=True,
-                        logger='silent')
+        load_checkpoint(
+            inner, path, map_location='cpu', strict=True, logger='silent')
         scores, labels = predict_scores(model, dataloader)
         out.append(scores)
     return out, labels
@@ -110,8 +110,10 @@ def format_round_table(rows: Sequence[Dict],
     """
     reference = reference or {}
     ref_sp = reference.get('sparsity') or {}
-    lines = ['round  epoch  top1 (%)  sparsity (%)  collapsed (%)  dead (%)'
-             + ('  paper sparsity (%)' if ref_sp else '')]
+    lines = [
+        'round  epoch  top1 (%)  sparsity (%)  collapsed (%)  dead (%)' +
+        ('  paper sparsity (%)' if ref_sp else '')
+    ]
     for r in rows:
         sp = r.get('sparsity')
         line = (f'{r["round"]:>5}  {r["epoch"]:>5}  {r["accuracy"]:>8.2f}  '

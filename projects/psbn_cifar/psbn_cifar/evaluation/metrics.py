@@ -4,6 +4,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 from mmengine.evaluator import BaseMetric
+
 from ..registry import METRICS
 
 __all__ = ['Accuracy']
@@ -37,8 +38,8 @@ class Accuracy(BaseMetric):
 
     def process(self, data_batch, data_samples: Sequence) -> None:
         for sample in data_samples:
-            get = sample.get if isinstance(sample, dict) else (
-                lambda k, s=sample: getattr(s, k, None))
+            get = sample.get if isinstance(
+                sample, dict) else (lambda k, s=sample: getattr(s, k, None))
             score, label = get('pred_score'), get('gt_label')
             if score is None or label is None:
                 raise KeyError('Accuracy needs pred_score and gt_label in '

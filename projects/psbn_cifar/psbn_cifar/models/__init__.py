@@ -8,8 +8,8 @@ root registry, so every scope finds it. The classes here are in the
 """
 from .cifar_resnet import CIFARBasicBlock, CIFARResNet
 from .classifier import (ClsDataPreprocessor, CropFlipDataPreprocessor,
-                         GlobalAveragePooling, ImageClassifier,
-                         LinearClsHead, random_crop_flip)
+                         GlobalAveragePooling, ImageClassifier, LinearClsHead,
+                         random_crop_flip)
 from .vgg_cifar import CIFARVGG
 
 __all__ = [

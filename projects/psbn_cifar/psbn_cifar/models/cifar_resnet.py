@@ -34,13 +34,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmengine.model import BaseModule
+
 from ..registry import MODELS
 
 __all__ = ['CIFARResNet', 'CIFARBasicBlock']
 
 DEFAULT_INIT = [
-    dict(type='Kaiming', layer=['Conv2d'], mode='fan_out',
-         nonlinearity='relu'),
+    dict(
+        type='Kaiming', layer=['Conv2d'], mode='fan_out', nonlinearity='relu'),
     dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])
 ]
 
@@ -70,7 +71,7 @@ class ZeroPadShortcut(nn.Module):
 
 
 class CIFARBasicBlock(BaseModule):
-    """conv3x3-norm-act-conv3x3-norm, + shortcut, act (He et al. 2016).
+    """Conv3x3-norm-act-conv3x3-norm, + shortcut, act (He et al. 2016).
 
     Args:
         in_channels (int): Input channels.
@@ -92,12 +93,11 @@ class CIFARBasicBlock(BaseModule):
                  act_cfg: dict = dict(type='ReLU', inplace=True),
                  init_cfg=None) -> None:
         super().__init__(init_cfg)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1,
-                               bias=False)
+        self.conv1 = nn.Conv2d(
+            in_channels, out_channels, 3, stride, 1, bias=False)
         self.norm1_name, norm1 = build_norm_layer(norm_cfg, out_channels, 1)
         self.add_module(self.norm1_name, norm1)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1,
-                               bias=False)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
         self.norm2_name, norm2 = build_norm_layer(norm_cfg, out_channels, 2)
         self.add_module(self.norm2_name, norm2)
         # One module per use, so that hooks (FLOPs accounting) see each.
@@ -160,8 +160,8 @@ class CIFARResNet(BaseModule):
                  out_indices: Sequence[int] = (2, ),
                  init_cfg: Optional[list] = DEFAULT_INIT) -> None:
         super().__init__(init_cfg)
-        if (isinstance(depth, bool) or not isinstance(depth, int)
-                or depth < 8 or (depth - 2) % 6):
+        if (isinstance(depth, bool) or not isinstance(depth, int) or depth < 8
+                or (depth - 2) % 6):
             raise ValueError(f'CIFARResNet depth must be 6n + 2 with n >= 1 '
                              f'(20, 32, 44, 56, 110), got {depth!r}')
         if shortcut not in ('A', 'B'):

@@ -17,8 +17,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.dist import get_rank
 from mmengine.model import BaseModel, BaseModule, ImgDataPreprocessor
-from ..registry import MODELS
 from mmengine.structures import BaseDataElement
+
+from ..registry import MODELS
 
 __all__ = [
     'ClsDataPreprocessor', 'CropFlipDataPreprocessor', 'GlobalAveragePooling',
@@ -42,16 +43,16 @@ class ClsDataPreprocessor(ImgDataPreprocessor):
                  std: Optional[Sequence[float]] = None,
                  to_rgb: bool = False,
                  non_blocking: bool = False) -> None:
-        super().__init__(mean=mean, std=std, bgr_to_rgb=to_rgb,
-                         non_blocking=non_blocking)
+        super().__init__(
+            mean=mean, std=std, bgr_to_rgb=to_rgb, non_blocking=non_blocking)
 
 
-def random_crop_flip(inputs: torch.Tensor,
-                     crop_size: int = 32,
-                     padding: int = 4,
-                     flip_prob: float = 0.5,
-                     generator: Optional[torch.Generator] = None
-                     ) -> torch.Tensor:
+def random_crop_flip(
+        inputs: torch.Tensor,
+        crop_size: int = 32,
+        padding: int = 4,
+        flip_prob: float = 0.5,
+        generator: Optional[torch.Generator] = None) -> torch.Tensor:
     r"""``RandomCrop(crop_size, padding)`` then ``RandomFlip(flip_prob,
     'horizontal')`` on a whole (N, C, H, W) batch, with one gather.
 
@@ -127,14 +128,13 @@ class CropFlipDataPreprocessor(ClsDataPreprocessor):
                  padding: int = 4,
                  flip_prob: float = 0.5) -> None:
         if not (isinstance(crop_size, int) and isinstance(padding, int)
-                and crop_size >= 1 and padding >= 0
-                and 0 <= flip_prob <= 1):
+                and crop_size >= 1 and padding >= 0 and 0 <= flip_prob <= 1):
             raise ValueError(f'need integers crop_size >= 1 and padding >= '
                              f'0, and 0 <= flip_prob <= 1; got crop_size='
                              f'{crop_size!r}, padding={padding!r}, '
                              f'flip_prob={flip_prob!r}')
-        super().__init__(mean=mean, std=std, to_rgb=to_rgb,
-                         non_blocking=non_blocking)
+        super().__init__(
+            mean=mean, std=std, to_rgb=to_rgb, non_blocking=non_blocking)
         self.crop_size = crop_size
         self.padding = padding
         self.flip_prob = flip_prob
@@ -152,17 +152,19 @@ class CropFlipDataPreprocessor(ClsDataPreprocessor):
             inputs = self.cast_data(data['inputs'])
             if isinstance(inputs, (list, tuple)):
                 inputs = torch.stack(inputs)
-            data = dict(data, inputs=random_crop_flip(
-                inputs, self.crop_size, self.padding, self.flip_prob,
-                self.generator(inputs.device)))
+            data = dict(
+                data,
+                inputs=random_crop_flip(inputs, self.crop_size, self.padding,
+                                        self.flip_prob,
+                                        self.generator(inputs.device)))
         return super().forward(data, training)
 
 
 @MODELS.register_module()
 class GlobalAveragePooling(nn.Module):
     """(N, C, H, W) -> (N, C), on each tensor of a tuple
-    (``'psbn_cifar.GlobalAveragePooling'``; mmdet's and mmpretrain's
-    namesakes live in their own scopes)."""
+    (``'psbn_cifar.GlobalAveragePooling'``; mmdet's and mmpretrain's namesakes
+    live in their own scopes)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -185,12 +187,14 @@ class LinearClsHead(BaseModule):
         init_cfg: Defaults to N(0, 0.01) weights, zero bias.
     """
 
-    def __init__(self,
-                 num_classes: int,
-                 in_channels: int,
-                 loss_weight: float = 1.0,
-                 init_cfg: Optional[dict] = dict(
-                     type='Normal', layer='Linear', std=0.01)) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        loss_weight: float = 1.0,
+        init_cfg: Optional[dict] = dict(
+            type='Normal', layer='Linear', std=0.01)
+    ) -> None:
         super().__init__(init_cfg)
         if num_classes < 1 or in_channels < 1:
             raise ValueError(f'num_classes and in_channels must be >= 1, got '
@@ -206,12 +210,13 @@ class LinearClsHead(BaseModule):
 
     def loss(self, feats, data_samples: List[BaseDataElement]) -> dict:
         logits = self(feats)
-        target = torch.cat([s.gt_label for s in data_samples]).to(
-            logits.device)
+        target = torch.cat([s.gt_label
+                            for s in data_samples]).to(logits.device)
         return dict(loss=self.loss_weight * F.cross_entropy(logits, target))
 
-    def predict(self, feats, data_samples: Optional[List[BaseDataElement]]
-                ) -> List[BaseDataElement]:
+    def predict(
+        self, feats, data_samples: Optional[List[BaseDataElement]]
+    ) -> List[BaseDataElement]:
         scores = F.softmax(self(feats), dim=1)
         if data_samples is None:
             data_samples = [BaseDataElement() for _ in range(len(scores))]
@@ -223,7 +228,7 @@ class LinearClsHead(BaseModule):
 
 @MODELS.register_module()
 class ImageClassifier(BaseModel):
-    """backbone -> neck (optional) -> head, mmpretrain-style.
+    """Backbone -> neck (optional) -> head, mmpretrain-style.
 
     Registered in the ``psbn_cifar`` scope's ``MODELS`` as
     ``'ImageClassifier'``.
@@ -252,8 +257,8 @@ class ImageClassifier(BaseModel):
             data_preprocessor = dict(type='ClsDataPreprocessor')
         if isinstance(data_preprocessor, dict):
             data_preprocessor = MODELS.build(data_preprocessor)
-        super().__init__(data_preprocessor=data_preprocessor,
-                         init_cfg=init_cfg)
+        super().__init__(
+            data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.backbone = MODELS.build(backbone)
         self.neck = MODELS.build(neck) if neck is not None else None
         self.head = MODELS.build(head)
@@ -262,11 +267,12 @@ class ImageClassifier(BaseModel):
         x = self.backbone(inputs)
         return self.neck(x) if self.neck is not None else x
 
-    def forward(self,
-                inputs: torch.Tensor,
-                data_samples: Optional[List[BaseDataElement]] = None,
-                mode: str = 'tensor'
-                ) -> Union[Dict[str, torch.Tensor], torch.Tensor, list]:
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        data_samples: Optional[List[BaseDataElement]] = None,
+        mode: str = 'tensor'
+    ) -> Union[Dict[str, torch.Tensor], torch.Tensor, list]:
         if mode == 'tensor':
             return self.head(self.extract_feat(inputs))
         if mode == 'loss':

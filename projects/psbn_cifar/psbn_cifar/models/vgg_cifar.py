@@ -18,16 +18,16 @@ import torch
 import torch.nn as nn
 from mmcv.cnn import ConvModule
 from mmengine.model import BaseModule
-from ..registry import MODELS
 
+from ..registry import MODELS
 from .cifar_resnet import DEFAULT_INIT
 
 __all__ = ['CIFARVGG']
 
 ARCH = {
     11: (64, 'M', 128, 'M', 256, 256, 'M', 512, 512, 'M', 512, 512, 'M'),
-    13: (64, 64, 'M', 128, 128, 'M', 256, 256, 'M', 512, 512, 'M', 512, 512,
-         'M'),
+    13:
+    (64, 64, 'M', 128, 128, 'M', 256, 256, 'M', 512, 512, 'M', 512, 512, 'M'),
     16: (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M',
          512, 512, 512, 'M'),
     19: (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 256, 'M', 512, 512, 512,
@@ -71,8 +71,13 @@ class CIFARVGG(BaseModule):
             out_ch = max(1, int(round(v * width_mult)))
             # ConvModule names its parts conv / bn (or gn) / activate.
             layers.append(
-                ConvModule(in_ch, out_ch, 3, padding=1, norm_cfg=norm_cfg,
-                           act_cfg=act_cfg))
+                ConvModule(
+                    in_ch,
+                    out_ch,
+                    3,
+                    padding=1,
+                    norm_cfg=norm_cfg,
+                    act_cfg=act_cfg))
             in_ch = out_ch
         self.features = nn.Sequential(*layers)
         self.out_channels = in_ch

@@ -5,5 +5,4 @@ _base_ = './sgd_restart_9x100.py'
 rounds, round_epochs = 5, 40
 param_scheduler = dict(
     periods=[round_epochs] * rounds, restart_weights=[1.0] * rounds)
-train_cfg = dict(
-    max_epochs=rounds * round_epochs, val_interval=round_epochs)
+train_cfg = dict(max_epochs=rounds * round_epochs, val_interval=round_epochs)
