@@ -4,13 +4,13 @@
 (:mod:`~mmdet_psbn.utils.io`). The command-line plumbing,
 :mod:`mmdet_psbn.utils.tools`, imports mmengine's config and Runner and is
 not imported here."""
-from .checks import (InputError, check_cfg_options, check_config_path,
-                     check_data_paths)
+from .checks import (DataError, InputError, check_cfg_options,
+                     check_config_path, check_data_paths)
 from .io import (atomic_dir, atomic_write, check_checkpoint, dump_json,
                  json_default, load_checkpoint)
 
 __all__ = [
-    'InputError', 'atomic_dir', 'atomic_write', 'check_cfg_options',
-    'check_checkpoint', 'check_config_path', 'check_data_paths', 'dump_json',
-    'json_default', 'load_checkpoint'
+    'DataError', 'InputError', 'atomic_dir', 'atomic_write',
+    'check_cfg_options', 'check_checkpoint', 'check_config_path',
+    'check_data_paths', 'dump_json', 'json_default', 'load_checkpoint'
 ]

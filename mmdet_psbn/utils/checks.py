@@ -20,7 +20,8 @@ import os.path as osp
 from typing import Iterable, Iterator, Optional, Tuple
 
 __all__ = [
-    'InputError', 'check_cfg_options', 'check_config_path', 'check_data_paths'
+    'DataError', 'InputError', 'check_cfg_options', 'check_config_path',
+    'check_data_paths'
 ]
 
 TOY_HINT = ('make the toy set with `python tools/misc/make_toy_coco.py '
@@ -31,6 +32,17 @@ COCO_HINT = ('or put COCO 2017 there (annotations/instances_train2017.json, '
 
 class InputError(ValueError):
     """A path, file or option given by the user cannot be used."""
+
+
+class DataError(ValueError):
+    """The data a config points at is missing, incomplete or unreadable.
+
+    The base of the datasets' own errors (``psbn_cifar``'s
+    ``CIFARDataError``): a dataset raises its subclass with a message that
+    names the problem and the fix, wherever it is built, and the tools
+    report it as they report :class:`InputError` (exit status 2, no
+    traceback), even when it surfaces inside the Runner.
+    """
 
 
 def check_config_path(path: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, Optional, Type
 
 from mmengine.config import Config, DictAction
 
-from .checks import InputError, check_cfg_options, check_config_path
+from .checks import DataError, InputError, check_cfg_options, check_config_path
 
 __all__ = [
     'EXIT_INPUT_ERROR', 'add_common_args', 'build_runner', 'load_config',
@@ -102,9 +102,10 @@ def build_runner(cfg: Config):
 def run_tool(main: Callable[[Optional[list]], Any],
              argv: Optional[list] = None,
              prog: Optional[str] = None) -> None:
-    """Run a tool's ``main(argv)``; an :class:`InputError` ends it with
-    ``<prog>: error: <message>`` on stderr and exit status 2 instead of a
-    traceback (the shape and status of argparse's usage errors).
+    """Run a tool's ``main(argv)``; an :class:`InputError` (or a dataset's
+    :class:`DataError`) ends it with ``<prog>: error: <message>`` on stderr and
+    exit status 2 instead of a traceback (the shape and status of argparse's
+    usage errors).
 
     Args:
         main (callable): The tool's ``main``; what it returns is ignored.
@@ -114,7 +115,7 @@ def run_tool(main: Callable[[Optional[list]], Any],
     """
     try:
         main(argv)
-    except InputError as e:
+    except (InputError, DataError) as e:
         prog = prog or osp.basename(sys.argv[0]) or 'mmdet_psbn'
         print(f'{prog}: error: {e}', file=sys.stderr)
         sys.exit(EXIT_INPUT_ERROR)

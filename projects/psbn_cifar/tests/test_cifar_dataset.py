@@ -121,6 +121,27 @@ def test_train_tool_reports_missing_batches(tmp_path):
     assert 'Traceback' not in proc.stdout
 
 
+def test_train_tool_reports_a_corrupt_batch(tmp_path, toy_cifar):
+    """A batch file that is not a pickle: found only when the Runner builds
+    the dataset, and still one line and exit status 2 (CIFARDataError is a
+    DataError), the file untouched."""
+    import shutil
+
+    from cifar_test_utils import write_cifar_config
+    root = tmp_path / 'broken'
+    shutil.copytree(toy_cifar, root)
+    batch = root / BASE_FOLDER / 'data_batch_3'
+    batch.write_bytes(b'not a pickle at all')
+    cfg = write_cifar_config(tmp_path / 'cfg.py', str(root),
+                             'resnet20_bn_restart9x100.py')
+    proc = run_tool(['tools/train.py', cfg, '--work-dir', str(tmp_path / 'w')])
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    assert 'train.py: error:' in proc.stdout
+    assert 'data_batch_3' in proc.stdout and 'not a CIFAR-10' in proc.stdout
+    assert 'Traceback' not in proc.stdout
+    assert batch.read_bytes() == b'not a pickle at all'
+
+
 def test_random_labels_fixed_and_differ_from_truth(toy_cifar):
     cfg = dict(type='CIFAR10', data_root=toy_cifar, random_labels=True)
     ds1, ds2 = DATASETS.build(cfg), DATASETS.build(cfg)

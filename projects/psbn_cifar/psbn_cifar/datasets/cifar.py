@@ -31,6 +31,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from mmengine.dataset import BaseDataset
 
+from mmdet_psbn.utils.checks import DataError
 from mmdet_psbn.utils.io import atomic_dir
 from ..registry import DATASETS, SCOPE, TRANSFORMS
 from . import transforms  # noqa: F401  registers PackInputs...
@@ -49,10 +50,12 @@ META_FILE = 'batches.meta'
 TOY_MANIFEST = 'toy_cifar.txt'
 
 
-class CIFARDataError(ValueError):
+class CIFARDataError(DataError):
     """The CIFAR-10 data root is missing, incomplete or not CIFAR-10.
 
-    The message says what is wrong and where the data goes.
+    The message says what is wrong and where the data goes. A
+    :class:`mmdet_psbn.utils.checks.DataError` (a ``ValueError``), so the
+    tools report it in one line with exit status 2.
     """
 
 
