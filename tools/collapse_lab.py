@@ -9,7 +9,8 @@ one JSON of numbers and markdown tables.
 Writes ``<out-dir>/lab_theorem1.png``, ``lab_recovery.png``, the training
 figures (full mode: ``lab_restarts.png``, ``lab_finetune.png``,
 ``lab_lr.png``, ``lab_gamma_init.png``, ``lab_early.png``,
-``lab_random_labels.png``; quick mode: ``lab_finetune.png``) and
+``lab_random_labels.png``; quick mode: ``lab_finetune.png``),
+``lab_optimizers.png`` (docs/optimizers.md) and
 ``lab_results[_<mode>].json`` with ``lab_tables[_<mode>].md``, ``<mode>``
 being the settings file's name (none for ``full``). The settings are
 ``projects/collapse_lab/settings/{quick,full}.json``; the lab itself is

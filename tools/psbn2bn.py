@@ -6,7 +6,10 @@
 Every psBN layer gets ``bias := bias + alpha`` and loses its ``alpha`` key
 (:func:`mmdet_psbn.models.layers.fold_psbn_state_dict`), so a config with
 ``norm_cfg=dict(type='BN')`` and no plugin loads OUT with nothing missing or
-unexpected and computes the same outputs.
+unexpected and computes the same outputs. The same for every variant
+(``docs/variants.md``): psBN1d/psBN3d/psSyncBN fold into BN1d/BN3d/SyncBN,
+psGN into ``dict(type='GN', num_groups=...)``, psIN into IN (affine=True);
+"psBN layers" in the output counts them all.
 """
 import argparse
 from collections.abc import Mapping

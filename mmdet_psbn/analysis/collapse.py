@@ -50,11 +50,14 @@ The measures, per layer and for the whole model:
 - **sparsity**, the share of conv FLOPs that the collapsed channels remove,
   needs the graph: see :mod:`mmdet_psbn.analysis.flops`.
 
-Norm layers are every ``_BatchNorm`` (BN, SyncBN, psBN, psSyncBN,
-mmengine's BatchNormXd), ``GroupNorm`` and ``_InstanceNorm`` with an affine
-transform. From a bare state dict only BN-like layers can be told apart
-(``weight``, ``bias``, ``running_mean``, ``running_var``; ``alpha`` marks
-psBN): GN and LayerNorm look alike there and are skipped.
+Norm layers are every ``_BatchNorm`` (BN, SyncBN, psBN1d/psBN/psBN3d,
+psSyncBN, mmengine's BatchNormXd), ``GroupNorm`` (GN, psGN) and
+``_InstanceNorm`` (IN, psIN) with an affine transform; a ps layer's kind is
+its registered name and its :math:`\alpha` is read from it. From a bare
+state dict only BN-like layers can be told apart (``weight``, ``bias``,
+``running_mean``, ``running_var``; ``alpha`` marks psBN, of any dimension:
+their kind there is ``'psBN'``): GN and LayerNorm look alike there and are
+skipped, and so are psGN and psIN (no running statistics).
 """
 import math
 from collections import OrderedDict
@@ -67,9 +70,7 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from mmdet_psbn.models.layers.psbn import (PostShiftedBatchNorm2d,
-                                           PostShiftedSyncBatchNorm,
-                                           bn_state_entries)
+from mmdet_psbn.models.layers.psbn import bn_state_entries, is_post_shifted
 
 __all__ = [
     'GAMMA_THR', 'PROB_THR', 'ActivationProbe', 'CollapseStats',
@@ -85,10 +86,8 @@ PROB_THR = 1e-3
 def layer_kind(module: nn.Module) -> Optional[str]:
     """Short name of a norm layer's kind, or None if it is not one we measure
     (no affine transform, or not a norm layer)."""
-    if isinstance(module, PostShiftedSyncBatchNorm):
-        kind = 'psSyncBN'
-    elif isinstance(module, PostShiftedBatchNorm2d):
-        kind = 'psBN'
+    if is_post_shifted(module):
+        kind = module.ps_kind  # 'psBN', 'psBN1d', 'psSyncBN', 'psGN'...
     elif isinstance(module, nn.SyncBatchNorm):
         kind = 'SyncBN'
     elif isinstance(module, _BatchNorm):
@@ -106,9 +105,8 @@ def layer_kind(module: nn.Module) -> Optional[str]:
 
 
 def _alpha(module: nn.Module) -> float:
-    alpha = getattr(module, 'alpha', None) if isinstance(
-        module, (PostShiftedBatchNorm2d, PostShiftedSyncBatchNorm)) else None
-    return 0.0 if alpha is None else float(alpha)
+    """:math:`\\alpha` of any ps layer (psBN, psGN, psIN...), else 0."""
+    return float(module.alpha) if is_post_shifted(module) else 0.0
 
 
 def norm_layers(model: nn.Module) -> List[Tuple[str, nn.Module, str]]:

@@ -93,9 +93,11 @@ def config_diff(a, b):
 def test_the_retinanet_configs_are_all_found():
     assert set(RETINANET) <= set(CONFIGS), CONFIGS
     # Nothing outside configs/cifar10 and configs/demo escapes the build test
-    # below.
+    # below (FCOS and Faster R-CNN: tests/test_configs/
+    # test_fcos_faster_rcnn.py).
     assert all(
-        p.startswith(('configs/retinanet_', 'configs/toy/'))
+        p.startswith(('configs/retinanet_', 'configs/fcos_',
+                      'configs/faster-rcnn_', 'configs/toy/'))
         for p in CONFIGS), CONFIGS
 
 

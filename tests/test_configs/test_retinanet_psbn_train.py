@@ -15,9 +15,9 @@ from ..conftest import (REPO, TOOLS, free_port, iter_schedule, run_tool,
 PSBN_CONFIG = osp.join(REPO, 'configs', 'retinanet_r50_psbn.py')
 
 # Only what the toy data and a CPU need: the toy classes, a 128-px scale,
-# no ImageNet weights (nothing may be downloaded), no worker processes. The
-# monitor measures every iteration instead of every 50.
-TOY_OVERRIDES = """
+# no worker processes (any detector; tests/test_configs/
+# test_fcos_faster_rcnn.py uses it too) ...
+TOY_DATA = """
 metainfo = dict(classes=('square', 'circle', 'triangle'))
 img_scale = (128, 128)
 train_pipeline = [
@@ -44,6 +44,11 @@ val_dataloader = dict(
     dataset=dict(data_root=data_root, metainfo=metainfo,
                  pipeline=test_pipeline))
 test_dataloader = val_dataloader
+"""
+# ... and what RetinaNet needs besides: a 3-class head, no ImageNet weights
+# (nothing may be downloaded). The monitor measures every iteration instead
+# of every 50.
+TOY_OVERRIDES = TOY_DATA + """
 # (After the iteration schedule, whose `model` this replaces: keep its
 # score_thr=0.0 so that pycocotools evaluates even an untrained model.)
 model = dict(

@@ -17,8 +17,15 @@ NOT_LOADED = ('matplotlib', 'scipy', 'psbn_cifar', 'collapse_lab',
               'mmdet_psbn.datasets', 'mmdet_psbn.utils', 'mlxtend', 'pandas',
               'sklearn', 'mmdet')
 
-#: The only names it may add to mmengine's root registries.
-REGISTERED = {'model': {'psBN', 'psSyncBN'}, 'hook': {'CollapseMonitorHook'}}
+#: The only names it may add to mmengine's root registries: the post-shifted
+#: norm layers (mmcv's names with ``ps`` in front) and the monitor.
+REGISTERED = {
+    'model': {
+        'psBN', 'psBN1d', 'psBN2d', 'psBN3d', 'psSyncBN', 'psGN', 'psIN',
+        'psIN1d', 'psIN2d', 'psIN3d'
+    },
+    'hook': {'CollapseMonitorHook'}
+}
 
 PROBE = r'''
 import json, sys

@@ -11,6 +11,7 @@ from mmengine.registry import MODELS
 from mmengine.testing import RunnerTestCase
 
 from mmdet_psbn.engine.hooks import CollapseMonitorHook
+from mmdet_psbn.engine.hooks.collapse_monitor_hook import decay_kind
 from mmdet_psbn.models.layers import PostShiftedBatchNorm2d
 
 
@@ -106,6 +107,54 @@ class TestCollapseMonitorHook(RunnerTestCase):
         runner = self.build_runner(self.build_cfg())
         runner.train()
         self.assertNotIn('get no weight decay', self.log_text(runner))
+
+    def test_says_per_optimizer_whether_psbn_recovers(self):
+        # docs/optimizers.md: SGD and AdamW scale gamma and beta together
+        # (psBN's mechanism), Adam's L2 decay does not (warning)
+        cases = (('SGD', 'INFO', 'psBN under SGD: weight decay scales a '
+                  "dead channel's gamma and beta together"),
+                 ('AdamW', 'INFO', 'psBN under AdamW: decoupled weight decay'
+                  " scales a dead channel's gamma and beta together"),
+                 ('Adam', 'WARNING', 'psBN under Adam with L2 weight_decay: '
+                  "the decay's gradient is normalised per coordinate"))
+        for opt, level, text in cases:
+            with self.subTest(optimizer=opt):
+                cfg = self.build_cfg()
+                cfg.optim_wrapper.optimizer = dict(
+                    type=opt, lr=1e-3, weight_decay=1e-4)
+                # log_dir is a timestamp: runs in the same second share one
+                cfg.work_dir = osp.join(cfg.work_dir, opt)
+                runner = self.build_runner(cfg)
+                runner.train()
+                lines = [
+                    line for line in self.log_text(runner).splitlines()
+                    if 'psBN under' in line
+                ]
+                self.assertEqual(len(lines), 1, lines)
+                self.assertIn(text, lines[0])
+                self.assertIn(f' - {level} - ', lines[0])
+                self.assertIn('docs/optimizers.md', lines[0])
+
+    def test_no_optimizer_note_without_decay(self):
+        cfg = self.build_cfg()
+        cfg.optim_wrapper.optimizer = dict(type='Adam', lr=1e-3)
+        runner = self.build_runner(cfg)
+        runner.train()
+        text = self.log_text(runner)
+        self.assertNotIn('psBN under', text)
+        self.assertIn('2 psBN layers get no weight decay', text)
+
+    def test_decay_kind_of_adam_with_decoupled_decay(self):
+        w = [nn.Parameter(torch.zeros(1))]
+        for opt, kind in ((torch.optim.Adam(w, weight_decay=0.1),
+                           'adaptive_l2'), (torch.optim.Adam(
+                               w,
+                               weight_decay=0.1,
+                               decoupled_weight_decay=True), 'decoupled'),
+                          (torch.optim.SGD(w, lr=0.1),
+                           'none'), (torch.optim.LBFGS(w), 'none')):
+            self.assertEqual(
+                decay_kind(opt, opt.param_groups[0]), kind, type(opt))
 
     def test_warns_on_a_jump_of_the_dead_share(self):
         runner = self.build_runner(self.build_cfg(jump_thr=0.1))
@@ -242,3 +291,22 @@ class TestCollapseMonitorHook(RunnerTestCase):
         self.assertEqual(plain[0], watched[0])
         for key, value in plain[1].items():
             self.assertTrue(torch.equal(value, watched[1][key]), key)
+
+
+def test_decay_checks_cover_every_post_shifted_variant():
+    """PsGN and psBN1d heads get the weight-decay checks too, not only psBN."""
+    from mmdet_psbn.engine.hooks.collapse_monitor_hook import (
+        psbn_decay_notes, psbn_decay_problems)
+    from mmdet_psbn.models.layers import (PostShiftedBatchNorm1d,
+                                          PostShiftedGroupNorm)
+    model = nn.ModuleDict(
+        dict(
+            gn=PostShiftedGroupNorm(8, num_groups=2),
+            bn1d=PostShiftedBatchNorm1d(4),
+            plain=nn.GroupNorm(2, 8)))
+    no_decay = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0)
+    assert psbn_decay_problems(model, no_decay)['no_decay'] == ['gn', 'bn1d']
+    adamw = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.1)
+    assert psbn_decay_problems(model, adamw)['no_decay'] == []
+    assert [kind
+            for kind, _ in psbn_decay_notes(model, adamw)] == ['decoupled']

@@ -6,8 +6,9 @@ definitions live there.
 """
 import os.path as osp
 import re
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
+import torch
 from mmengine.dist import master_only
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -18,9 +19,12 @@ from mmdet_psbn.analysis.collapse import (ActivationProbe, CollapseStats,
                                           check_thresholds, measure_model,
                                           norm_layers)
 from mmdet_psbn.analysis.flops import channel_flops
-from mmdet_psbn.models.layers.psbn import is_psbn
+from mmdet_psbn.models.layers.psbn import is_post_shifted
 
-__all__ = ['CollapseMonitorHook', 'psbn_decay_problems']
+__all__ = [
+    'CollapseMonitorHook', 'psbn_decay_problems', 'decay_kind',
+    'psbn_decay_notes'
+]
 
 #: The hook's entry in a checkpoint.
 STATE_KEY = 'collapse_monitor'
@@ -47,7 +51,7 @@ def psbn_decay_problems(model, optimizer) -> Dict[str, List[str]]:
                 decay[id(p)] = group.get('weight_decay', 0.0)
     out = dict(frozen=[], no_decay=[])
     for name, m in model.named_modules():
-        if not is_psbn(m):
+        if not is_post_shifted(m):
             continue
         params = [p for p in (m.weight, m.bias) if p is not None]
         if not params:
@@ -57,6 +61,80 @@ def psbn_decay_problems(model, optimizer) -> Dict[str, List[str]]:
         elif not all(decay.get(id(p), 0.0) > 0 for p in params):
             out['no_decay'].append(name)
     return out
+
+
+#: Adaptive optimizers whose ``weight_decay`` is an L2 term added to the
+#: gradient (unless ``decoupled_weight_decay=True``).
+_ADAPTIVE = (torch.optim.Adam, torch.optim.Adamax, torch.optim.NAdam,
+             torch.optim.RAdam, torch.optim.RMSprop, torch.optim.Adagrad,
+             torch.optim.Adadelta)
+
+#: What the decay of each kind does to a dead psBN channel (derived and
+#: measured in docs/optimizers.md); ``{opt}`` is the optimizer's class name.
+DECAY_NOTES = {
+    'sgd': ('{opt}: weight decay scales a dead channel\'s gamma and beta '
+            'together (by 1 - lr*wd per step; lr/(1 - momentum) at steady '
+            'state with momentum), so psBN\'s (beta + alpha)/|gamma| rises '
+            'and its dead channels recover (BN\'s stay dead).'),
+    'decoupled': ('{opt}: decoupled weight decay scales a dead channel\'s '
+                  'gamma and beta together by 1 - lr*wd per step, so psBN\'s '
+                  'dead channels recover as under SGD without momentum; at '
+                  'a small lr*wd that takes ~1/(lr*wd) steps or more.'),
+    'adaptive_l2': ('{opt} with L2 weight_decay: the decay\'s gradient is '
+                    'normalised per coordinate, so a dead channel\'s gamma '
+                    'and beta each move towards 0 by up to lr per step '
+                    'whatever weight_decay is: psBN\'s dead channel fires '
+                    'again once beta > -alpha (|beta + alpha|/lr steps or '
+                    'more) but with gamma ~ 0 (collapsed), not by the SGD '
+                    'law; BN\'s goes to gamma = beta = 0. Prefer decoupled '
+                    'decay (AdamW).'),
+    'other': ('{opt}: psBN\'s recovery by weight decay was derived for '
+              'SGD, Adam and AdamW only; whether it applies here is not '
+              'known.'),
+}
+
+
+def decay_kind(optimizer, group: dict) -> str:
+    """How the weight decay of ``optimizer``'s param ``group`` acts on a
+    channel with zero data gradient: ``'none'`` (``weight_decay`` 0),
+    ``'sgd'`` (L2 through SGD), ``'decoupled'`` (AdamW, or
+    ``decoupled_weight_decay=True``), ``'adaptive_l2'`` (L2 through an
+    adaptive optimizer, e.g. Adam's ``weight_decay``) or ``'other'``."""
+    if group.get('weight_decay', 0.0) <= 0:
+        return 'none'
+    if isinstance(optimizer, torch.optim.AdamW) or group.get(
+            'decoupled_weight_decay', False):
+        return 'decoupled'
+    if isinstance(optimizer, torch.optim.SGD):
+        return 'sgd'
+    if isinstance(optimizer, _ADAPTIVE):
+        return 'adaptive_l2'
+    return 'other'
+
+
+def psbn_decay_notes(model, optimizer) -> List[Tuple[str, str]]:
+    """``(kind, message)`` for each optimizer kind (:func:`decay_kind`,
+    ``'none'`` left out: see :func:`psbn_decay_problems`) that decays some psBN
+    parameter of ``model``, in the order met; the messages are
+    :data:`DECAY_NOTES`."""
+    where = {}
+    optimizers = optimizer.values() if isinstance(optimizer,
+                                                  dict) else [optimizer]
+    for opt in optimizers:
+        for group in opt.param_groups:
+            for p in group['params']:
+                where[id(p)] = (opt, decay_kind(opt, group))
+    notes = {}
+    for m in model.modules():
+        if not is_post_shifted(m):
+            continue
+        for p in (m.weight, m.bias):
+            if p is None or id(p) not in where:
+                continue
+            opt, kind = where[id(p)]
+            if kind != 'none':
+                notes.setdefault((type(opt).__name__, kind), None)
+    return [(kind, DECAY_NOTES[kind].format(opt=name)) for name, kind in notes]
 
 
 @HOOKS.register_module()
@@ -131,7 +209,10 @@ class CollapseMonitorHook(Hook):
         - psBN revives dead channels only through weight decay. Before
           training the hook warns about psBN layers that are trainable but
           get no weight decay (``norm_decay_mult=0``), and reports those that
-          are frozen (``requires_grad=False``, e.g. ``frozen_stages``).
+          are frozen (``requires_grad=False``, e.g. ``frozen_stages``). It
+          also says, per optimizer, what its decay does to a dead psBN
+          channel (:data:`DECAY_NOTES`, docs/optimizers.md): info for SGD
+          and AdamW, a warning for Adam-like L2 decay and for others.
         - The last measurement and the history are saved in checkpoints and
           restored by ``--resume``, so transitions continue across it.
     """
@@ -194,12 +275,19 @@ class CollapseMonitorHook(Hook):
             runner (Runner): The runner of the training process.
         """
         model = _unwrap(runner.model)
-        problems = psbn_decay_problems(
-            model, runner.optim_wrapper.optimizer if hasattr(
-                runner.optim_wrapper, 'optimizer') else {
-                    k: w.optimizer
-                    for k, w in runner.optim_wrapper.items()
-                })
+        optimizer = (
+            runner.optim_wrapper.optimizer
+            if hasattr(runner.optim_wrapper, 'optimizer') else {
+                k: w.optimizer
+                for k, w in runner.optim_wrapper.items()
+            })
+        problems = psbn_decay_problems(model, optimizer)
+        for kind, note in psbn_decay_notes(model, optimizer):
+            log = (
+                runner.logger.info
+                if kind in ('sgd', 'decoupled') else runner.logger.warning)
+            log(f'CollapseMonitorHook: psBN under {note} '
+                '(docs/optimizers.md)')
         if problems['no_decay']:
             runner.logger.warning(
                 f'CollapseMonitorHook: {len(problems["no_decay"])} psBN '

@@ -34,6 +34,15 @@ The shift is folded into the affine bias: BN's own forward runs once with
 :math:`\beta + \alpha` in place of :math:`\beta` (one ``batch_norm`` call, no
 extra pass over the activation; the gradient of :math:`\beta` is BN's).
 
+The same shift, by the same mixin, on the other norms mmcv registers (the
+names are mmcv's with ``ps`` in front; ``docs/variants.md``): psBN1d,
+psBN (= psBN2d), psBN3d, psSyncBN, psGN (``nn.GroupNorm``: per-sample group
+statistics, no running ones) and psIN1d/psIN (= psIN2d)/psIN3d (which need
+``affine=True``). Everything below says "BN" for the plain layer; it holds
+for each variant with its own plain layer. :func:`is_post_shifted` is true
+for all of them, :func:`is_psbn` for the BatchNorm ones only (what the SyncBN
+converters and conv-BN fusions handle).
+
 Note:
     The checkpoint contract.
 
@@ -98,13 +107,17 @@ from mmengine.registry import MODELS
 from torch import Tensor
 from torch.fx import Proxy
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.instancenorm import _InstanceNorm
 from torch.utils.hooks import RemovableHandle
 
 __all__ = [
-    'BN_STATE_KEYS', 'DEFAULT_ALPHA', 'PostShiftedBatchNorm2d',
-    'PostShiftedSyncBatchNorm', 'bn_state_entries', 'check_alpha',
-    'convert_to_psbn', 'find_psbn_prefixes', 'fold_psbn_state_dict',
-    'fold_psbn_entries_on_load', 'is_psbn'
+    'BN_STATE_KEYS', 'DEFAULT_ALPHA', 'PostShiftedBatchNorm1d',
+    'PostShiftedBatchNorm2d', 'PostShiftedBatchNorm3d', 'PostShiftedGroupNorm',
+    'PostShiftedInstanceNorm1d', 'PostShiftedInstanceNorm2d',
+    'PostShiftedInstanceNorm3d', 'PostShiftedSyncBatchNorm',
+    'bn_state_entries', 'check_alpha', 'convert_to_psbn', 'find_psbn_prefixes',
+    'fold_psbn_state_dict', 'fold_psbn_entries_on_load', 'is_post_shifted',
+    'is_psbn'
 ]
 
 DEFAULT_ALPHA = 0.1
@@ -128,24 +141,31 @@ def check_alpha(alpha) -> float:
 
 
 class _PostShiftMixin:
-    """Adds the post-shift :math:`\\alpha` to a ``_BatchNorm`` subclass.
+    """Adds the post-shift :math:`\\alpha` to a torch norm layer.
 
-    Put it before the BN class in the bases. See the module docstring for the
+    Put it before the plain class in the bases: a ``_BatchNorm``,
+    ``nn.GroupNorm`` or ``_InstanceNorm`` subclass, whose forward reads
+    ``self.bias`` for its affine bias. See the module docstring for the
     maths and the checkpoint contract.
+
+    Attributes:
+        ps_kind (str): The registered name (``'psBN'``, ``'psGN'``...), the
+            ``kind`` of :mod:`mmdet_psbn.analysis.collapse`.
+        plain_type (str): mmcv's name of the plain counterpart (``'BN'``,
+            ``'GN'``...), for messages.
     """
+
+    ps_kind = 'psBN'
+    plain_type = 'BN'
 
     # ``_version`` stays BN's (2) on purpose: what tells a psBN entry of a
     # state dict from a BN one is the ``alpha`` key, not this number (see the
     # module Note).
 
-    def __init__(self,
-                 num_features: int,
-                 *args,
-                 alpha=DEFAULT_ALPHA,
-                 **kwargs) -> None:
+    def __init__(self, *args, alpha=DEFAULT_ALPHA, **kwargs) -> None:
         alpha = check_alpha(alpha)
-        super().__init__(num_features, *args, **kwargs)
-        ref = self.weight if self.weight is not None else self.running_mean
+        super().__init__(*args, **kwargs)
+        ref = self._own_tensor()
         if ref is not None:
             factory = dict(device=ref.device, dtype=ref.dtype)
         else:
@@ -172,16 +192,27 @@ class _PostShiftMixin:
         if own is not None:
             dtype = own
         alpha = self.alpha if dtype is None else self.alpha.to(dtype)
-        return alpha.expand(self.num_features).contiguous()
+        return alpha.expand(self._num_channels()).contiguous()
 
-    def _own_dtype(self) -> Optional[torch.dtype]:
-        """The dtype of the weight, else of the running statistics, else None
-        (``affine=False, track_running_stats=False``)."""
+    def _num_channels(self) -> int:
+        # GN's count is num_channels, BN's and IN's num_features.
+        if isinstance(self, nn.GroupNorm):
+            return self.num_channels
+        return self.num_features
+
+    def _own_tensor(self) -> Optional[Tensor]:
+        """The weight, else the running mean, else None (``affine=False`` and
+        no running statistics)."""
         for ref in (self._parameters['weight'],
                     self._buffers.get('running_mean')):
             if ref is not None:
-                return ref.dtype
+                return ref
         return None
+
+    def _own_dtype(self) -> Optional[torch.dtype]:
+        """The dtype of :meth:`_own_tensor`, or None."""
+        ref = self._own_tensor()
+        return None if ref is None else ref.dtype
 
     @contextlib.contextmanager
     def post_shift_folded(self,
@@ -241,12 +272,13 @@ class _PostShiftMixin:
         # cannot hand it a stand-in).
         raise RuntimeError(
             f'{type(self).__name__} cannot be compiled by torch.jit.script: '
-            f'its forward runs BN\'s own forward with beta + alpha swapped '
-            f'in for one call, which TorchScript cannot express. Use '
-            f'torch.jit.trace, torch.export or torch.onnx.export (they keep '
-            f'alpha), or deploy as plain BN: fold alpha into the bias with '
-            f'`python tools/psbn2bn.py CKPT OUT` (fold_psbn_state_dict) and '
-            f'build the model with norm_cfg=dict(type=\'BN\').')
+            f'its forward runs the plain layer\'s own forward with beta + '
+            f'alpha swapped in for one call, which TorchScript cannot '
+            f'express. Use torch.jit.trace, torch.export or '
+            f'torch.onnx.export (they keep alpha), or deploy as plain '
+            f'{self.plain_type}: fold alpha into the bias with `python '
+            f'tools/psbn2bn.py CKPT OUT` (fold_psbn_state_dict) and build '
+            f'the model with norm_cfg=dict(type=\'{self.plain_type}\').')
 
     def extra_repr(self) -> str:
         alpha = 'meta' if self.alpha.is_meta else f'{self.alpha.item():g}'
@@ -274,14 +306,15 @@ class _PostShiftMixin:
         elif any(prefix + name in state_dict
                  for name in ('weight', 'bias', 'running_mean',
                               'running_var')):
-            # A plain BN entry: make beta + alpha equal its bias.
+            # A plain entry (BN, GN, IN): make beta + alpha equal its bias.
             bias = state_dict.get(bias_key)
             if has_bias and isinstance(bias, Tensor):
                 state_dict[bias_key] = bias - own_alpha.to(bias.device)
             elif not has_bias:
                 warnings.warn(
-                    f'{prefix or "psBN layer"}: loading a plain BN entry into '
-                    f'a psBN layer without bias; its outputs are the BN '
+                    f'{prefix or self.ps_kind + " layer"}: loading a plain '
+                    f'{self.plain_type} entry into a {self.ps_kind} layer '
+                    f'without bias; its outputs are the {self.plain_type} '
                     f'outputs + alpha={own_alpha.item():g}',
                     stacklevel=2)
             state_dict[alpha_key] = own_alpha
@@ -311,9 +344,22 @@ class _PostShiftMixin:
             level=logging.INFO)
 
 
-def is_psbn(module: nn.Module) -> bool:
-    """Whether ``module`` is a post-shifted BN layer (psBN or psSyncBN)."""
+def is_post_shifted(module: nn.Module) -> bool:
+    """Whether ``module`` is any post-shifted layer: psBN (1d, 2d, 3d),
+    psSyncBN, psGN or psIN (1d, 2d, 3d).
+
+    For what reads :math:`\\alpha` or the checkpoint contract (analysis,
+    the load-time fold); see :func:`is_psbn` for what rebuilds BN layers.
+    """
     return isinstance(module, _PostShiftMixin)
+
+
+def is_psbn(module: nn.Module) -> bool:
+    """Whether ``module`` is a post-shifted *BatchNorm* layer (psBN1d, psBN,
+    psBN3d, psSyncBN): a ``_BatchNorm``, the layers the SyncBN converters and
+    conv-BN fusions handle (psGN and psIN are neither)."""
+    return isinstance(module, _PostShiftMixin) and isinstance(
+        module, _BatchNorm)
 
 
 # Why ``_BatchNorm`` is named again in the bases (it already is the base of
@@ -328,11 +374,12 @@ def is_psbn(module: nn.Module) -> bool:
 # -> 'bn', pickling and the converters see the same class as before).
 
 
-@MODELS.register_module('psBN')
+@MODELS.register_module(['psBN', 'psBN2d'])
 class PostShiftedBatchNorm2d(_PostShiftMixin, nn.BatchNorm2d, _BatchNorm):
     """BatchNorm2d with a constant post-shift :math:`\\alpha` (psBN).
 
-    Registered in mmengine's root ``MODELS`` as ``'psBN'``: use
+    Registered in mmengine's root ``MODELS`` as ``'psBN'`` and ``'psBN2d'``
+    (mmcv's ``'BN'``/``'BN2d'``): use
     ``norm_cfg=dict(type='psBN')`` or ``dict(type='psBN', alpha=0.05)``. As a
     ``_BatchNorm`` subclass it is named ``bn1``, ``bn2``... by
     ``build_norm_layer``, frozen by ``norm_eval``/``frozen_stages``, given
@@ -353,6 +400,136 @@ class PostShiftedBatchNorm2d(_PostShiftMixin, nn.BatchNorm2d, _BatchNorm):
     """
 
 
+@MODELS.register_module('psBN1d')
+class PostShiftedBatchNorm1d(_PostShiftMixin, nn.BatchNorm1d, _BatchNorm):
+    """BatchNorm1d with a constant post-shift :math:`\\alpha` (psBN1d).
+
+    Registered as ``'psBN1d'`` (mmcv's ``'BN1d'``), for ``(N, C)`` and
+    ``(N, C, L)`` inputs. Arguments are ``nn.BatchNorm1d``'s plus the
+    keyword-only ``alpha``; everything else as :class:`PostShiftedBatchNorm2d`.
+    """
+
+    ps_kind = 'psBN1d'
+    plain_type = 'BN1d'
+
+
+@MODELS.register_module('psBN3d')
+class PostShiftedBatchNorm3d(_PostShiftMixin, nn.BatchNorm3d, _BatchNorm):
+    """BatchNorm3d with a constant post-shift :math:`\\alpha` (psBN3d).
+
+    Registered as ``'psBN3d'`` (mmcv's ``'BN3d'``), for ``(N, C, D, H, W)``
+    inputs. Arguments are ``nn.BatchNorm3d``'s plus the keyword-only
+    ``alpha``; everything else as :class:`PostShiftedBatchNorm2d`.
+    """
+
+    ps_kind = 'psBN3d'
+    plain_type = 'BN3d'
+
+
+@MODELS.register_module('psGN')
+class PostShiftedGroupNorm(_PostShiftMixin, nn.GroupNorm):
+    """GroupNorm with a constant post-shift :math:`\\alpha` (psGN).
+
+    .. math::
+
+        y = \\gamma \\, \\frac{x - \\mathrm{E}_g[x]}
+            {\\sqrt{\\mathrm{Var}_g[x] + \\epsilon}} + \\beta + \\alpha
+
+    with the statistics of each group of channels of each sample, as GN.
+    GN's own forward runs once with :math:`\\beta + \\alpha` as its bias
+    (one ``group_norm`` call); there are no running statistics.
+
+    Registered as ``'psGN'`` (mmcv's ``'GN'``):
+    ``norm_cfg=dict(type='psGN', num_groups=32)``. As a ``GroupNorm``
+    subclass it is named ``gn`` by ``build_norm_layer`` and initialised by
+    every rule that names ``'GroupNorm'``.
+
+    Args:
+        num_channels (int): Number of channels. First, as in every ps layer
+            and as ``build_norm_layer`` passes it to any class but
+            ``nn.GroupNorm`` itself (whose first argument is
+            ``num_groups``).
+        num_groups (int): Keyword-only, so that torch's order
+            ``(num_groups, num_channels)`` is a ``TypeError``, not a silent
+            swap.
+        alpha (float): The post-shift, finite and > 0. Defaults to 0.1.
+        **kwargs: ``nn.GroupNorm``'s ``eps``, ``affine``, ``device``,
+            ``dtype``.
+
+    Note:
+        The checkpoint contract is psBN's: GN's ``weight`` and ``bias`` plus
+        ``alpha``; a plain GN entry loads with
+        :math:`\\beta \\leftarrow \\beta_{ckpt} - \\alpha`.
+    """
+
+    ps_kind = 'psGN'
+    plain_type = 'GN'
+
+    def __init__(self,
+                 num_channels: int,
+                 *,
+                 num_groups: int,
+                 alpha=DEFAULT_ALPHA,
+                 **kwargs) -> None:
+        super().__init__(num_groups, num_channels, alpha=alpha, **kwargs)
+
+
+class _PostShiftedInstanceNormMixin(_PostShiftMixin):
+    """psIN: refuses ``affine=False``, torch's default (see
+    :class:`PostShiftedInstanceNorm2d`)."""
+
+    ps_kind = 'psIN'
+    plain_type = 'IN'
+
+    def __init__(self, *args, alpha=DEFAULT_ALPHA, **kwargs) -> None:
+        super().__init__(*args, alpha=alpha, **kwargs)
+        if not self.affine:
+            raise ValueError(
+                f'{self.ps_kind} needs affine=True (got affine=False, '
+                f'torch\'s default for InstanceNorm): without beta and '
+                f'gamma no channel can die and nothing can carry alpha. Use '
+                f"norm_cfg=dict(type='{self.ps_kind}', affine=True), the "
+                f"counterpart of dict(type='{self.plain_type}', "
+                f'affine=True)')
+
+
+@MODELS.register_module('psIN1d')
+class PostShiftedInstanceNorm1d(_PostShiftedInstanceNormMixin,
+                                nn.InstanceNorm1d, _InstanceNorm):
+    """InstanceNorm1d with a post-shift (psIN1d, mmcv's ``'IN1d'``); see
+    :class:`PostShiftedInstanceNorm2d`."""
+
+    ps_kind = 'psIN1d'
+    plain_type = 'IN1d'
+
+
+@MODELS.register_module(['psIN', 'psIN2d'])
+class PostShiftedInstanceNorm2d(_PostShiftedInstanceNormMixin,
+                                nn.InstanceNorm2d, _InstanceNorm):
+    """InstanceNorm2d with a constant post-shift :math:`\\alpha` (psIN).
+
+    Registered as ``'psIN'`` and ``'psIN2d'`` (mmcv's ``'IN'``/``'IN2d'``).
+    Arguments are ``nn.InstanceNorm2d``'s plus the keyword-only ``alpha``,
+    with torch's defaults, but ``affine=True`` must be given: with torch's
+    default ``affine=False`` there is no :math:`\\beta` to die or to carry
+    :math:`\\alpha`, and the constructor refuses. Named ``in`` by
+    ``build_norm_layer``; the checkpoint contract is psBN's.
+    """
+
+    ps_kind = 'psIN'
+    plain_type = 'IN'
+
+
+@MODELS.register_module('psIN3d')
+class PostShiftedInstanceNorm3d(_PostShiftedInstanceNormMixin,
+                                nn.InstanceNorm3d, _InstanceNorm):
+    """InstanceNorm3d with a post-shift (psIN3d, mmcv's ``'IN3d'``); see
+    :class:`PostShiftedInstanceNorm2d`."""
+
+    ps_kind = 'psIN3d'
+    plain_type = 'IN3d'
+
+
 @MODELS.register_module('psSyncBN')
 class PostShiftedSyncBatchNorm(_PostShiftMixin, nn.SyncBatchNorm, _BatchNorm):
     """SyncBatchNorm with a constant post-shift :math:`\\alpha` (psSyncBN).
@@ -367,6 +544,13 @@ class PostShiftedSyncBatchNorm(_PostShiftMixin, nn.SyncBatchNorm, _BatchNorm):
         layers and drop :math:`\\alpha`, unless ``mmdet_psbn`` has been
         imported (it makes them route ps layers here).
     """
+
+    ps_kind = 'psSyncBN'
+    plain_type = 'SyncBN'
+    #: What :meth:`revert_sync_psbn` builds: psBN (2d) for a layer built as
+    #: psSyncBN, the class it came from for one :meth:`convert_sync_psbn`
+    #: built (psBN1d stays 1d, psBN3d 3d).
+    _revert_cls: type = None  # PostShiftedBatchNorm2d, set below
 
     def _check_non_zero_input_channels(self, input: Tensor) -> None:
         # SyncBatchNorm's second input check: see _check_input_dim.
@@ -392,7 +576,11 @@ class PostShiftedSyncBatchNorm(_PostShiftMixin, nn.SyncBatchNorm, _BatchNorm):
             ps layer.
         """
         if is_psbn(module):
-            return _share_into(module, cls, process_group=process_group)
+            new = _share_into(module, cls, process_group=process_group)
+            new._revert_cls = (
+                module._revert_cls if isinstance(
+                    module, PostShiftedSyncBatchNorm) else type(module))
+            return new
         for name, child in module.named_children():
             module.add_module(name,
                               cls.convert_sync_psbn(child, process_group))
@@ -400,16 +588,23 @@ class PostShiftedSyncBatchNorm(_PostShiftMixin, nn.SyncBatchNorm, _BatchNorm):
 
     @classmethod
     def revert_sync_psbn(cls, module: nn.Module) -> nn.Module:
-        """Convert every psSyncBN layer in ``module`` to psBN (2d).
+        """Convert every psSyncBN layer in ``module`` back to psBN.
 
-        Parameters and buffers are shared. Returns ``module``, or the new
-        layer if ``module`` itself is psSyncBN.
+        A layer :meth:`convert_sync_psbn` made becomes the class it was made
+        from (psBN1d, psBN, psBN3d); one built as psSyncBN becomes psBN
+        (2d, whose input check wants 4-d input; mmengine's own revert builds
+        the dimension-free ``_BatchNormXd`` instead). Parameters and buffers
+        are shared. Returns ``module``, or the new layer if ``module`` itself
+        is psSyncBN.
         """
         if isinstance(module, cls):
-            return _share_into(module, PostShiftedBatchNorm2d)
+            return _share_into(module, module._revert_cls)
         for name, child in module.named_children():
             module.add_module(name, cls.revert_sync_psbn(child))
         return module
+
+
+PostShiftedSyncBatchNorm._revert_cls = PostShiftedBatchNorm2d
 
 
 def _bn_kwargs(module: nn.Module) -> dict:
@@ -446,23 +641,54 @@ def _share_into(src: nn.Module, cls: type, **kwargs) -> nn.Module:
 # Exact types only: a BN subclass may carry behaviour (frozen, fused
 # activation...) that a psBN layer would silently lose.
 _BN_TO_PSBN = {
+    nn.BatchNorm1d: PostShiftedBatchNorm1d,
     nn.BatchNorm2d: PostShiftedBatchNorm2d,
+    nn.BatchNorm3d: PostShiftedBatchNorm3d,
     _BatchNormXd: PostShiftedBatchNorm2d,
     nn.SyncBatchNorm: PostShiftedSyncBatchNorm,
 }
 
 
-def convert_to_psbn(module: nn.Module,
-                    alpha: float = DEFAULT_ALPHA) -> nn.Module:
-    """Convert the BN layers of a model to psBN, keeping its function.
+def _converted(module: nn.Module, alpha: float,
+               gn: bool) -> Optional[nn.Module]:
+    """The ps layer ``module`` converts to, or None if it stays."""
+    cls = _BN_TO_PSBN.get(type(module))
+    if cls is None and not (gn and type(module) is nn.GroupNorm):
+        return None
+    ref = module.weight if module.weight is not None \
+        else module._buffers.get('running_mean')
+    factory = {} if ref is None else dict(device=ref.device, dtype=ref.dtype)
+    if cls is None:
+        if module.affine and module.bias is None:
+            factory['bias'] = False
+        return PostShiftedGroupNorm(
+            module.num_channels,
+            num_groups=module.num_groups,
+            eps=module.eps,
+            affine=module.affine,
+            alpha=alpha,
+            **factory)
+    kwargs = dict(_bn_kwargs(module), alpha=alpha, **factory)
+    if cls is PostShiftedSyncBatchNorm:
+        kwargs['process_group'] = module.process_group
+    return cls(module.num_features, **kwargs)
 
-    ``nn.BatchNorm2d`` and mmengine's ``_BatchNormXd`` become psBN,
-    ``nn.SyncBatchNorm`` becomes psSyncBN (same process group). Other
-    classes, BN subclasses included, are left alone. The new layer loads the
-    old one's state dict, so in eval mode the model computes what it did
-    (bias := bias - alpha, see the module Note); ``training``,
-    ``requires_grad``, device and dtype are kept. A layer without bias cannot
-    absorb alpha and warns.
+
+def convert_to_psbn(module: nn.Module,
+                    alpha: float = DEFAULT_ALPHA,
+                    *,
+                    gn: bool = False) -> nn.Module:
+    """Convert the BN (and, if asked, GN) layers of a model, keeping its
+    function.
+
+    ``nn.BatchNorm1d``/``2d``/``3d`` become psBN1d/psBN/psBN3d, mmengine's
+    ``_BatchNormXd`` psBN, ``nn.SyncBatchNorm`` psSyncBN (same process
+    group), and with ``gn=True`` ``nn.GroupNorm`` psGN (same groups). Other
+    classes, subclasses of these included, are left alone (InstanceNorm too:
+    build psIN from the config). The new layer loads the old one's state
+    dict, so in eval mode the model computes what it did (bias := bias -
+    alpha, see the module Note); ``training``, ``requires_grad``, device and
+    dtype are kept. A layer without bias cannot absorb alpha and warns.
 
     Convert before building the optimizer: the new layers have new
     parameters.
@@ -470,27 +696,22 @@ def convert_to_psbn(module: nn.Module,
     Args:
         module (nn.Module): The model, or a single layer.
         alpha (float): The post-shift. Defaults to 0.1.
+        gn (bool): Convert ``nn.GroupNorm`` too. Defaults to False (the
+            paper's psBN; GN heads such as FCOS's are a separate choice).
 
     Returns:
-        nn.Module: ``module``, or the new layer if ``module`` itself is BN.
+        nn.Module: ``module``, or the new layer if ``module`` itself is
+        converted.
     """
     alpha = check_alpha(alpha)
-    cls = _BN_TO_PSBN.get(type(module))
-    if cls is not None:
-        ref = module.weight if module.weight is not None \
-            else module.running_mean
-        kwargs = dict(_bn_kwargs(module), alpha=alpha)
-        if ref is not None:
-            kwargs.update(device=ref.device, dtype=ref.dtype)
-        if cls is PostShiftedSyncBatchNorm:
-            kwargs['process_group'] = module.process_group
-        new = cls(module.num_features, **kwargs)
+    new = _converted(module, alpha, gn)
+    if new is not None:
         new.load_state_dict(module.state_dict())
         for name, param in module.named_parameters(recurse=False):
             getattr(new, name).requires_grad_(param.requires_grad)
         return _copy_module_attrs(module, new)
     for name, child in module.named_children():
-        new_child = convert_to_psbn(child, alpha)
+        new_child = convert_to_psbn(child, alpha, gn=gn)
         if new_child is not child:
             module.add_module(name, new_child)
     return module
@@ -507,9 +728,10 @@ def bn_state_entries(state_dict: Mapping) -> Dict[str, Dict[str, Tensor]]:
     Groups the entries named in :data:`BN_STATE_KEYS` by layer prefix
     (``'backbone.bn1.'``, ``''`` for a lone layer's state dict) and keeps
     the prefixes with a ``running_mean`` (BN tracking its statistics) or an
-    ``alpha`` (psBN), in the order of the state dict. A GN or LayerNorm
-    layer, which has neither, is not found: in a state dict it looks like
-    any other ``weight`` and ``bias``. :func:`find_psbn_prefixes` and
+    ``alpha`` (any ps layer: psBN, psGN, psIN), in the order of the state
+    dict. A plain GN or LayerNorm layer, which has neither, is not found: in
+    a state dict it looks like any other ``weight`` and ``bias``.
+    :func:`find_psbn_prefixes` and
     :func:`mmdet_psbn.analysis.collapse.bn_layers_in_state_dict` read it.
 
     Returns:
@@ -526,11 +748,12 @@ def bn_state_entries(state_dict: Mapping) -> Dict[str, Dict[str, Tensor]]:
 
 
 def find_psbn_prefixes(state_dict: Mapping) -> List[str]:
-    """The prefixes (``'backbone.bn1.'``...) of psBN layers in a state dict.
+    """The prefixes (``'backbone.bn1.'``...) of ps layers in a state dict.
 
-    A psBN entry (of :func:`bn_state_entries`) is a 0-dim floating
+    A ps entry (of :func:`bn_state_entries`) is a 0-dim floating
     ``<prefix>alpha`` next to a ``<prefix>running_mean`` or
-    ``<prefix>bias``.
+    ``<prefix>bias``: every variant (psBN1d/2d/3d, psSyncBN, psGN, psIN;
+    GN and IN have no running statistics, only ``weight`` and ``bias``).
     """
     return [
         prefix for prefix, entry in bn_state_entries(state_dict).items()
@@ -541,12 +764,13 @@ def find_psbn_prefixes(state_dict: Mapping) -> List[str]:
 
 
 def fold_psbn_state_dict(state_dict: Mapping) -> 'OrderedDict[str, Tensor]':
-    """Turn a psBN state dict into a plain-BN one, for deployment.
+    """Turn a ps state dict into a plain one, for deployment.
 
-    Every psBN entry gets ``bias := bias + alpha`` (the very sum psBN's
-    forward uses, so BN's outputs equal psBN's) and loses its ``alpha``
-    key. Other entries, their order and ``_metadata`` are kept; the input is
-    not modified.
+    Every ps entry (any variant, see :func:`find_psbn_prefixes`) gets
+    ``bias := bias + alpha`` (the very sum the ps forward uses, so the plain
+    layer's outputs equal the ps layer's: BN's for psBN, GN's for psGN, IN's
+    for psIN) and loses its ``alpha`` key. Other entries, their order and
+    ``_metadata`` are kept; the input is not modified.
 
     Raises:
         ValueError: if there is no psBN entry, or one without ``bias``
@@ -589,8 +813,9 @@ def fold_psbn_entries_on_load(model: nn.Module) -> RemovableHandle:
         \beta_{BN} \leftarrow \beta_{ckpt} + \alpha_{ckpt}
 
     and drops its ``alpha``, so the layer computes what the psBN layer did;
-    one info line says how many layers were folded. Entries of psBN layers,
-    BN entries and other keys are untouched. Used by ``tools/train.py`` and
+    one info line says how many layers were folded. The same holds for a
+    psGN or psIN entry loaded into plain GN or IN. Entries of ps layers,
+    plain entries and other keys are untouched. Used by ``tools/train.py`` and
     ``tools/test.py`` on every model they build.
 
     Args:
@@ -607,6 +832,10 @@ def fold_psbn_entries_on_load(model: nn.Module) -> RemovableHandle:
     return model.register_load_state_dict_pre_hook(_fold_psbn_entries)
 
 
+# The plain layers a ps entry folds into on load (IN is not a _BatchNorm).
+_PLAIN_NORMS = (_BatchNorm, nn.GroupNorm, _InstanceNorm)
+
+
 def _fold_psbn_entries(module: nn.Module, state_dict, prefix, *args) -> None:
     """The load pre-hook of :func:`fold_psbn_entries_on_load`."""
     folded = []
@@ -617,7 +846,7 @@ def _fold_psbn_entries(module: nn.Module, state_dict, prefix, *args) -> None:
             layer = module.get_submodule(entry[len(prefix):-1])
         except AttributeError:
             continue  # not a layer of this model: the loader reports it
-        if not isinstance(layer, _BatchNorm) or is_psbn(layer):
+        if not isinstance(layer, _PLAIN_NORMS) or is_post_shifted(layer):
             continue
         name = entry[:-1] or '<root>'
         bias_key = entry + 'bias'
@@ -626,9 +855,10 @@ def _fold_psbn_entries(module: nn.Module, state_dict, prefix, *args) -> None:
                        f'the {type(layer).__name__} layer')
             raise ValueError(
                 f"'{name}': a psBN checkpoint entry (it has an alpha) for a "
-                f'plain BN layer, and {lacking} has no bias to fold alpha '
-                f"into. Build the model with norm_cfg=dict(type='psBN') to "
-                f'load this checkpoint')
+                f'plain {type(layer).__name__} layer, and {lacking} has no '
+                f'bias to fold alpha into. Build the model with the ps '
+                f"layer (norm_cfg=dict(type='psBN'), 'psGN', ...) to load "
+                f'this checkpoint')
         alpha = state_dict.pop(entry + 'alpha')
         bias = state_dict[bias_key]
         state_dict[bias_key] = bias + alpha.to(bias.device)

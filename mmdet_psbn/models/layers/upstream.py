@@ -18,7 +18,14 @@ says everything ``import mmdet_psbn`` changes outside the package
    :func:`mmdet_psbn.compat.register_safe_globals`, so that ``--resume``
    works with torch >= 2.6.
 3. mmengine's root registries gain the package's own names (``MODELS``:
-   ``psBN``, ``psSyncBN``; ``HOOKS``: ``CollapseMonitorHook``).
+   ``psBN``/``psBN2d``, ``psBN1d``, ``psBN3d``, ``psSyncBN``, ``psGN``,
+   ``psIN``/``psIN2d``, ``psIN1d``, ``psIN3d``; ``HOOKS``:
+   ``CollapseMonitorHook``).
+
+The patches concern the ps *BatchNorm* layers (:func:`~.psbn.is_psbn`):
+upstream's SyncBN converters match ``_BatchNorm`` only and its conv-BN
+fusions take BN layers, so psGN and psIN never reach them, and no upstream
+code fuses a conv with GN or IN: there is nothing to wrap for them.
 
 Nothing else: :func:`mmdet_psbn.compat.setup_cpu_distributed` changes a
 config and starts a process group only when ``tools/train.py`` or
@@ -64,7 +71,9 @@ from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch.nn as nn
 
-from .psbn import PostShiftedBatchNorm2d, PostShiftedSyncBatchNorm, is_psbn
+from .psbn import (PostShiftedBatchNorm1d, PostShiftedBatchNorm2d,
+                   PostShiftedBatchNorm3d, PostShiftedSyncBatchNorm,
+                   is_post_shifted, is_psbn)
 
 __all__ = [
     'install_upstream_patches', 'contains_psbn', 'Patch', 'PATCHES',
@@ -107,7 +116,9 @@ class Patch(NamedTuple):
 
 
 def contains_psbn(module: nn.Module) -> bool:
-    """Whether ``module`` or any of its descendants is a ps layer."""
+    """Whether ``module`` or any of its descendants is a ps BatchNorm layer
+    (:func:`~.psbn.is_psbn`; psGN and psIN are no BatchNorm: upstream's
+    converters and fusions leave them alone, alpha included)."""
     return any(is_psbn(m) for m in module.modules())
 
 
@@ -191,22 +202,46 @@ def _ps_fuser(fuser: Callable, op_list: tuple) -> Callable:
     return fuse_psbn
 
 
+def _make_fuse_linear_bn_eval(original: Callable) -> Callable:
+
+    def fuse_linear_bn_eval(linear, bn):
+        """``torch.nn.utils.fuse_linear_bn_eval`` keeping alpha.
+
+        Upstream reads ``bn.bias`` (a Linear followed by BatchNorm1d), so the
+        fused Linear computes BN, not psBN1d. Here it reads beta + alpha.
+        """
+        if not is_psbn(bn):
+            return original(linear, bn)
+        with bn.post_shift_folded():
+            return original(linear, bn)
+
+    return fuse_linear_bn_eval
+
+
+# The plain class whose fuser a ps class in op_list gets.
+_PS_TO_BN = {
+    PostShiftedBatchNorm1d: nn.BatchNorm1d,
+    PostShiftedBatchNorm2d: nn.BatchNorm2d,
+    PostShiftedBatchNorm3d: nn.BatchNorm3d,
+}
+
+
 def _make_get_fuser_method(original: Callable) -> Callable:
 
     def get_fuser_method(op_list, additional_fuser_method_mapping=None):
-        """torch.ao's ``get_fuser_method`` knowing psBN.
+        """torch.ao's ``get_fuser_method`` knowing psBN1d, psBN, psBN3d.
 
         Upstream looks the exact types up in its table, which has
-        ``nn.BatchNorm2d`` but not psBN, and refuses. Here a psBN in
-        ``op_list`` gets BN's fuser (it calls ``fuse_conv_bn_eval``, which
-        keeps alpha, see above) for eager fusion; QAT fusion is refused.
-        A mapping the caller passes for the psBN types wins.
+        ``nn.BatchNorm1d/2d/3d`` but not the ps classes, and refuses. Here a
+        ps class in ``op_list`` gets the plain class's fuser (it calls
+        ``fuse_conv_bn_eval`` or ``fuse_linear_bn_eval``, which keep alpha,
+        see above) for eager fusion; QAT fusion is refused. A mapping the
+        caller passes for the ps types wins.
         """
-        if (PostShiftedBatchNorm2d not in op_list
+        if (not any(op in _PS_TO_BN for op in op_list)
                 or op_list in (additional_fuser_method_mapping or {})):
             return original(op_list, additional_fuser_method_mapping)
-        bn_ops = tuple(nn.BatchNorm2d if op is PostShiftedBatchNorm2d else op
-                       for op in op_list)
+        bn_ops = tuple(_PS_TO_BN.get(op, op) for op in op_list)
         return _ps_fuser(
             original(bn_ops, additional_fuser_method_mapping), op_list)
 
@@ -285,8 +320,11 @@ def _make_turn_on_single(original: Callable) -> Callable:
         with a BN *module* node, finds no psBN pair and fuses none. Here the
         trace keeps ps layers as ``call_module`` nodes so the same transform
         pairs them with their conv (and the forward above keeps alpha).
+        Every ps layer is a leaf, psGN and psIN too (the transform leaves
+        them alone): InstanceNorm's forward branches on the input's shape,
+        which fx cannot trace through.
         """
-        if not contains_psbn(model):
+        if not any(is_post_shifted(m) for m in model.modules()):
             return original(model)
         import torch.fx as fx
         from mmengine.model import efficient_conv_bn_eval as ecbe
@@ -294,7 +332,7 @@ def _make_turn_on_single(original: Callable) -> Callable:
         class PsbnLeafTracer(fx.Tracer):
 
             def is_leaf_module(self, m, module_qualified_name):
-                return is_psbn(m) or super().is_leaf_module(
+                return is_post_shifted(m) or super().is_leaf_module(
                     m, module_qualified_name)
 
         tracer = PsbnLeafTracer()
@@ -377,7 +415,7 @@ PATCHES: Tuple[Patch, ...] = (
         why='fx.symbolic_trace keeps only torch.nn classes as leaves: it '
         "traces through psBN's forward into a functional batch_norm, which "
         'the graph transform (it pairs call_module conv and BN nodes) '
-        'leaves unfused.',
+        "leaves unfused; through psIN's it fails (shape branches).",
         test='test_psbn_upstream.py::'
         'test_efficient_conv_bn_eval_upstream_drops_alpha'),
     Patch(
@@ -414,6 +452,18 @@ PATCHES: Tuple[Patch, ...] = (
         test='test_psbn_init_fuse_trace.py::'
         'test_fuse_conv_bn_eval_upstream_drops_alpha'),
     Patch(
+        target='torch.nn.utils.fusion',
+        name='fuse_linear_bn_eval',
+        make=_make_fuse_linear_bn_eval,
+        # Eager quantization's fuse_linear_bn calls it as
+        # nn.utils.fusion.fuse_linear_bn_eval; torch.fx's fuse only fuses
+        # exact nn.BatchNorm1d (never a ps layer): rebound so that no module
+        # holds the original.
+        also_at=('torch.nn.utils', 'torch.fx.experimental.optimization'),
+        why='reads bn.bias: the fused Linear lacks alpha (psBN1d).',
+        test='test_ps_variants.py::'
+        'test_fuse_linear_bn_eval_upstream_drops_alpha'),
+    Patch(
         target='torch.ao.quantization.fuser_method_mappings',
         name='get_fuser_method',
         make=_make_get_fuser_method,
@@ -423,8 +473,8 @@ PATCHES: Tuple[Patch, ...] = (
         also_at=('torch.ao.quantization', 'torch.ao.quantization.fuse_modules',
                  'torch.quantization', 'torch.quantization.fuse_modules',
                  'torch.quantization.fuser_method_mappings'),
-        why='finds fusers by exact type: refuses psBN ("did not find fuser '
-        'method"), so fuse_modules cannot fuse a psBN model.',
+        why='finds fusers by exact type: refuses psBN, psBN1d, psBN3d ("did '
+        'not find fuser method"), so fuse_modules cannot fuse a psBN model.',
         test='test_psbn_init_fuse_trace.py::'
         'test_fuse_modules_upstream_refuses_psbn'),
 )

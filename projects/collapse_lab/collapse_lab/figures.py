@@ -257,3 +257,89 @@ def training_figures(out: dict, out_dir: str) -> List[str]:
                 f"lr {q['rounds'][0]:g}, wd {q['wd']:g}; mean and min-max "
                 f'over {n} seeds', join(out_dir, 'lab_random_labels.png')))
     return paths
+
+
+def plot_optimizers(rec: dict, runs, path: str) -> str:
+    """Docs/optimizers.md's figure.
+
+    Left: a dead channel under each optimizer
+    of ``rec`` (:func:`collapse_lab.runner.run_optimizer_recovery`, its
+    middle γ0): the largest pre-activation on the batch, measured (lines,
+    psBN solid, BN dashed) and by the law (dots). Right (with ``runs``, the
+    training experiment ``{'<optimizer>, <norm>': runs}``): dead and
+    collapsed shares and test accuracy per round.
+    """
+    keys = ('dead', 'collapsed', 'test_acc') if runs else ()
+    fig, ax = plt.subplots(
+        1, 1 + len(keys), figsize=(4.2 + 3.4 * len(keys), 3.6))
+    ax = np.atleast_1d(ax)
+    p = rec['params']
+    i = len(p['gamma0']) // 2
+    for j, (name, r) in enumerate(rec['runs'].items()):
+        j = OPT_ORDER.get(name, j)
+        sim = r['sim']
+        for kind, shift, ls in (('psBN', p['alpha'], '-'), ('BN', 0.0, '--')):
+            top = {}
+            for src, d in (('measured', sim[kind]), ('law', r[kind]['law'])):
+                g, b = d['gamma'][:, i], d['beta'][:, i]
+                top[src] = b + shift + np.maximum(g * sim['x_hat_max'][i],
+                                                  g * sim['x_hat_min'][i])
+            t = np.arange(len(top['law']))
+            first = r[kind]['observed_step'][i]
+            end = first + 1 if first >= 0 else len(t)
+            ax[0].plot(
+                t[:end],
+                top['measured'][:end],
+                ls,
+                color=f'C{j}',
+                lw=3 if name == 'SGD' else 1.2,  # AdamW lies on it
+                alpha=0.5 if name == 'SGD' else 1,
+                label=f'{name}, {kind}')
+            ax[0].plot(
+                t[:end:max(1, end // 12)],
+                top['law'][:end:max(1, end // 12)],
+                'o',
+                color=f'C{j}',
+                ms=3,
+                mfc='none')
+    ax[0].axhline(0, color='grey', lw=0.5)
+    ax[0].set(xlabel='step', ylabel='max pre-activation on the batch')
+    ax[0].set_title(
+        f"dead channel, |γ0| = {p['gamma0'][i]}, C0 = {p['c0']} (dots: law; "
+        'AdamW on SGD)',
+        fontsize=9)
+    ax[0].legend(fontsize=6)
+    for k, key in enumerate(keys, 1):
+        for name, rs in runs.items():
+            opt, norm = name.split(', ')
+            vals = np.array([[row[key] for row in run] for run in rs]) * 100
+            rounds = [row['round'] for row in rs[0]]
+            col = f'C{OPT_ORDER.get(opt, 3)}'
+            ls = {'psBN': '-', 'BN': '--'}.get(norm, ':')
+            ax[k].plot(
+                rounds,
+                vals.mean(0),
+                ls,
+                marker='o',
+                ms=3,
+                color=col,
+                label=name)
+            ax[k].fill_between(
+                rounds, vals.min(0), vals.max(0), color=col, alpha=0.12)
+        ax[k].set(
+            xlabel='round (0: pretrained, converted)',
+            ylabel='%',
+            title=_LABELS.get(key, key))
+        ax[k].set_xticks(rounds)
+    if keys:
+        ax[1].legend(fontsize=6)
+    fig.suptitle(
+        'optimizers: dead-channel recovery (left) and finetuning on real '
+        'digits (right; mean and min-max over seeds)',
+        fontsize=10)
+    return _save(fig, path)
+
+
+# colour of each optimizer in plot_optimizers' training panels (the
+# recovery panel colours its runs in settings order)
+OPT_ORDER = {'SGD': 0, 'SGD+momentum': 1, 'Adam+L2': 2, 'AdamW': 3}

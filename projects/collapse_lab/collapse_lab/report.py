@@ -46,10 +46,36 @@ def tables(res: dict) -> str:
                        rec['observed_step']):
         out.append(f'| {g} | {p} | {o} | never (ratio drift '
                    f"{rec['bn_ratio_drift']:.0e}) |")
+    if res.get('optimizers'):
+        out += _optimizer_recovery_table(res['optimizers'])
     tr = res.get('training')
     if tr:
         out += _training_tables(tr)
     return '\n'.join(out) + '\n'
+
+
+def _optimizer_recovery_table(rec) -> list:
+    p = rec['params']
+    out = [
+        '', '### Recovery of a dead channel per optimizer '
+        '(docs/optimizers.md)', '',
+        f"C0 = {p['c0']}, α = {p['alpha']}, fired = an output > "
+        f"{p['fire_tol']:g}; law: the optimizer's recursion on the decay "
+        'alone; closed form: SGD-type law at lr·wd/(1−momentum) (SGD, '
+        'AdamW), the walk at lr per step (Adam + L2).', '',
+        '| optimizer | lr | wd | \\|γ0\\| | psBN observed | law | '
+        'closed form | BN |', '|---|---|---|---|---|---|---|---|'
+    ]
+    for name, r in rec['runs'].items():
+        q = p['runs'][name]
+        for i, g in enumerate(p['gamma0']):
+            bn = r['BN']['observed_step'][i]
+            out.append(f"| {name} | {q['eta']:g} | {q['lam']:g} | {g} | "
+                       f"{r['psBN']['observed_step'][i]} | "
+                       f"{r['psBN']['predicted_step'][i]} | "
+                       f"{r['psBN']['approx_step'][i]:g} | "
+                       f"{'never' if bn < 0 else bn} in {q['steps']} |")
+    return out
 
 
 _COLS = (('train_acc', 'train acc'), ('test_acc', 'test acc'),
@@ -99,6 +125,18 @@ def _training_tables(tr) -> list:
         ] + _table(dg['finetune'])
         out += ['', 'The pretrained model (round 0, converted):', ''] + \
             _table(dg['finetune'], cols=_COLS[:2], at=0)
+    if dg.get('optimizers'):
+        f, o = d['finetune'], d['optimizers']
+        out += [
+            '', '### Real digits, finetuning per optimizer: after the last '
+            'round', '', 'the finetune experiment (SGD+momentum: lr '
+            f"{f['rounds'][0]:g}, wd {f['wd']:g}) with Adam + L2 (lr "
+            f"{o['adam']['rounds'][0]:g}, weight_decay {o['adam']['wd']:g}) "
+            f"and AdamW (lr {o['adamw']['rounds'][0]:g}, weight_decay "
+            f"{o['adamw']['wd']:g}); " +
+            note.replace('SGD momentum 0.9, ', '') + '.', ''
+        ] + _table(
+            dg['optimizers'], first='optimizer, norm')
     if dg.get('lr'):
         k = d['lr']['num_rounds']
         out += [

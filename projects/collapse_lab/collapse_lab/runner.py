@@ -19,9 +19,12 @@ import torch
 from . import recovery, theorem1, training
 
 __all__ = [
-    'SETTINGS_DIR', 'load_settings', 'run_lab', 'run_theorem1', 'run_recovery',
-    'run_training'
+    'SETTINGS_DIR', 'OPT_NAMES', 'load_settings', 'run_lab', 'run_theorem1',
+    'run_recovery', 'run_optimizer_recovery', 'run_training'
 ]
+
+# optimizer key of the settings -> its name in results and figures
+OPT_NAMES = {'sgd': 'SGD+momentum', 'adam': 'Adam+L2', 'adamw': 'AdamW'}
 
 SETTINGS_DIR = osp.join(
     osp.dirname(osp.dirname(osp.abspath(__file__))), 'settings')
@@ -101,6 +104,81 @@ def run_recovery(cfg: dict, out_dir: Optional[str] = None) -> dict:
         out['figure'] = plot_recovery(sim, law, p['gamma0'], p['eta'],
                                       p['lam'], predicted,
                                       osp.join(out_dir, 'lab_recovery.png'))
+    return out
+
+
+def run_optimizer_recovery(cfg: dict) -> dict:
+    """The dead-channel recovery of ``cfg['rec_optimizers']`` (one run per
+    optimizer): measured with the real layers against the law (the optimizer's
+    recursion on the decay alone, :func:`recovery.first_fire`) and against its
+    closed-form approximation (SGD with momentum:
+
+    :func:`recovery.predicted_recovery_step` at the steady-state step
+    :math:`\\eta/(1-\\mu)`; AdamW: the same at :math:`\\eta`, exact; Adam +
+    L2: :func:`recovery.adam_linear_step`).
+    """
+    p = cfg['rec_optimizers']
+    g0 = np.asarray(p['gamma0'], dtype=np.float64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = dict(params=p, runs={})
+    try:
+        for name, r in p['runs'].items():
+            opt, eta, lam = r['optimizer'], r['eta'], r['lam']
+            mom = r.get('momentum', 0.0)
+            sim = recovery.simulate_dead_channels(
+                g0,
+                p['c0'],
+                alpha=p['alpha'],
+                eta=eta,
+                lam=lam,
+                steps=r['steps'],
+                optimizer=opt,
+                momentum=mom,
+                fire_tol=p['fire_tol'])
+            res = dict(sim=sim)
+            for kind, shift in (('BN', 0.0), ('psBN', p['alpha'])):
+                b0 = p['c0'] * np.abs(g0) - shift
+                law = dict(
+                    gamma=recovery.decay_only_trajectory(
+                        g0, opt, eta, lam, r['steps'], momentum=mom),
+                    beta=recovery.decay_only_trajectory(
+                        b0, opt, eta, lam, r['steps'], momentum=mom))
+                first = sim[kind]['first_fired']
+                dev = max(
+                    float(
+                        np.abs(sim[kind][k][:(f + 1 if f >= 0 else None), i] -
+                               law[k][:(f + 1 if f >= 0 else None), i]).max())
+                    for i, f in enumerate(first) for k in ('gamma', 'beta'))
+                if opt == 'adam':
+                    approx = [
+                        recovery.adam_linear_step(g, b, shift,
+                                                  sim['x_hat_max'][i], eta)
+                        for i, (g, b) in enumerate(zip(g0, b0))
+                    ]
+                else:
+                    approx = [
+                        recovery.predicted_recovery_step(
+                            p['c0'], g, shift, eta / (1 - mom), lam,
+                            -sim['x_hat_max'][i]) for i, g in enumerate(g0)
+                    ]
+                res[kind] = dict(
+                    observed_step=first.tolist(),
+                    predicted_step=recovery.first_fire(law['gamma'],
+                                                       law['beta'], shift,
+                                                       sim['x_hat_max'],
+                                                       sim['x_hat_min'],
+                                                       p['fire_tol']).tolist(),
+                    approx_step=[float(a) for a in approx],
+                    law_max_abs_dev=dev,
+                    zero_grad_while_dead=sim[kind]
+                    ['zero_grad_while_dead'].tolist(),
+                    final_gamma=np.abs(sim[kind]['gamma'][-1]).tolist(),
+                    final_beta=sim[kind]['beta'][-1].tolist(),
+                    law=law)
+            out['runs'][name] = res
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
@@ -200,6 +278,19 @@ def _digit_jobs(p):
                         r['wd'],
                         seed,
                         gamma_init=g)
+        for opt, o in (d.get('optimizers') or {}).items():
+            for norm in p['norms']:
+                jobs.append(('finetune', ('optimizers',
+                                          f'{OPT_NAMES[opt]}, {norm}', seed),
+                             dict(
+                                 common,
+                                 norm=norm,
+                                 rounds=list(o['rounds']),
+                                 steps_per_round=d['steps'],
+                                 weight_decay=o['wd'],
+                                 seed=seed,
+                                 optimizer=opt,
+                                 _cost=len(o['rounds']) * d['steps'])))
         if d.get('finetune'):
             f = d['finetune']
             for norm in p['norms']:
@@ -304,6 +395,18 @@ def run_training(cfg: dict,
             dg['lr'] = _collect(found, 'lr', names, seeds)
         if d.get('gamma_init'):
             dg['gamma_init'] = _gamma_init(found, d, seeds, dg)
+        if d.get('optimizers'):
+            # SGD with momentum 0.9 is the finetune experiment itself
+            names = [
+                f'{OPT_NAMES[o]}, {norm}' for o in d['optimizers']
+                for norm in p['norms']
+            ]
+            opt = {
+                f"{OPT_NAMES['sgd']}, {norm}": runs
+                for norm, runs in dg.get('finetune', {}).items()
+            }
+            opt.update(_collect(found, 'optimizers', names, seeds))
+            dg['optimizers'] = opt
         if d.get('early'):
             e = d['early']
             names = [
@@ -353,6 +456,27 @@ def run_lab(cfg: dict,
     results['recovery'] = run_recovery(cfg, out_dir)
     log(f"recovery predicted {results['recovery']['predicted_step']} "
         f"observed {results['recovery']['observed_step']}")
+    if cfg.get('rec_optimizers'):
+        rec = run_optimizer_recovery(cfg)
+        for name, r in rec['runs'].items():
+            log(f'recovery under {name}: psBN observed '
+                f"{r['psBN']['observed_step']} law "
+                f"{r['psBN']['predicted_step']} approx "
+                f"{r['psBN']['approx_step']}; BN observed "
+                f"{r['BN']['observed_step']}")
     if training:
         results['training'] = run_training(cfg, out_dir, log, workers)
+    if cfg.get('rec_optimizers'):
+        if out_dir:
+            from .figures import plot_optimizers
+            rec['figure'] = plot_optimizers(
+                rec,
+                results.get('training', {}).get('digits',
+                                                {}).get('optimizers'),
+                osp.join(out_dir, 'lab_optimizers.png'))
+        for r in rec['runs'].values():  # the curves are in the figure
+            del r['sim']
+            for kind in ('BN', 'psBN'):
+                del r[kind]['law']
+        results['optimizers'] = rec
     return results

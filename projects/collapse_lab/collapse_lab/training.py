@@ -45,8 +45,9 @@ from psbn_cifar.datasets.cifar import (load_cifar_split, make_toy_cifar,
 from psbn_cifar.models import CIFARResNet
 
 __all__ = [
-    'NORMS', 'load_digits', 'load_toy_cifar', 'build_net', 'measure',
-    'train_rounds', 'pretrain', 'finetune', 'early_curve'
+    'NORMS', 'OPTIMIZERS', 'load_digits', 'load_toy_cifar', 'build_net',
+    'make_optimizer', 'measure', 'train_rounds', 'pretrain', 'finetune',
+    'early_curve'
 ]
 
 _RELU = dict(type='ReLU', inplace=True)
@@ -61,6 +62,31 @@ NORMS = {
     'psBN-rect': (dict(type='BN'), _RELU),
 }
 ALPHA = 0.1  # the psBN post-shift unless a caller passes another
+# optimizer name -> how its weight decay acts (docs/optimizers.md)
+OPTIMIZERS = {
+    'sgd': 'SGD with momentum, L2 weight decay added to the gradient',
+    'adam': 'Adam, L2 weight decay added to the gradient (coupled)',
+    'adamw': 'AdamW, decoupled weight decay',
+}
+
+
+def make_optimizer(params,
+                   optimizer: str,
+                   lr: float,
+                   weight_decay: float,
+                   momentum: float = 0.9) -> torch.optim.Optimizer:
+    """``torch.optim`` optimizer ``optimizer`` (a key of
+    :data:`OPTIMIZERS`) with torch's defaults otherwise (Adam's betas (0.9,
+    0.999), eps 1e-8; ``momentum`` is SGD's only)."""
+    if optimizer == 'sgd':
+        return torch.optim.SGD(
+            params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if optimizer == 'adam':
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if optimizer == 'adamw':
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise KeyError(f'unknown optimizer {optimizer!r}; known: '
+                   f'{sorted(OPTIMIZERS)}')
 
 
 # ------------------------------------------------------------------ data
@@ -278,21 +304,19 @@ def _run(net,
          seed,
          probe_n,
          first_round=1,
-         warmup=0) -> List[dict]:
+         warmup=0,
+         optimizer='sgd') -> List[dict]:
     """Cosine rounds with warm restarts on ``net``: round ``k`` anneals the
     learning rate from ``rounds[k]`` to 0 over ``steps_per_round`` SGD steps
     (per-iteration cosine; a linear warm-up over the first ``warmup`` steps of
-    the first round).
+    the first round) with ``optimizer`` (see :func:`make_optimizer`).
 
     One measured row per round end.
     """
     x, y = data['train']
     flops_map = channel_flops(net, x[:1])
-    opt = torch.optim.SGD(
-        net.parameters(),
-        lr=rounds[0],
-        momentum=momentum,
-        weight_decay=weight_decay)
+    opt = make_optimizer(net.parameters(), optimizer, rounds[0], weight_decay,
+                         momentum)
     gen = torch.Generator().manual_seed(seed)
     perm, pos, rows = torch.randperm(len(x), generator=gen), 0, []
     for k, lr_max in enumerate(rounds):
@@ -395,10 +419,12 @@ def finetune(norm: str,
              momentum: float = 0.9,
              seed: int = 0,
              probe_n: int = 256,
-             alpha: float = ALPHA) -> List[dict]:
+             alpha: float = ALPHA,
+             optimizer: str = 'sgd') -> List[dict]:
     """Finetuning, as in detection: the pretrained BN network ``state``
     converted to ``norm`` (function-preserving, see :func:`_to_norm`), a new
-    classifier, and cosine rounds at a (much) higher learning rate.
+    classifier, and cosine rounds at a (much) higher learning rate, with
+    ``optimizer`` (:func:`make_optimizer`; ``momentum`` is SGD's only).
 
     Row 0 is the converted pretrained model (with its own head).
     """
@@ -412,8 +438,17 @@ def finetune(norm: str,
     ]
     torch.manual_seed(1000 + seed)
     net.fc.reset_parameters()
-    return rows + _run(net, rounds, steps_per_round, data, batch_size,
-                       weight_decay, momentum, seed, probe_n)
+    return rows + _run(
+        net,
+        rounds,
+        steps_per_round,
+        data,
+        batch_size,
+        weight_decay,
+        momentum,
+        seed,
+        probe_n,
+        optimizer=optimizer)
 
 
 def early_curve(norm: str,
