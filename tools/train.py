@@ -2,7 +2,8 @@
 """Train a detector (or any mmengine model) with the psBN plugin.
 
     python tools/train.py CONFIG [--work-dir DIR] [--amp] [--auto-scale-lr]
-        [--resume [CHECKPOINT]] [--cfg-options k=v ...] [--launcher pytorch]
+        [--resume [CHECKPOINT]] [--save-on-sigterm] [--cfg-options k=v ...]
+        [--launcher pytorch]
 
 Multi-GPU / multi-node: tools/dist_train.sh, tools/slurm_train.sh.
 """
@@ -36,6 +37,12 @@ def parse_args(argv=None):
         const='auto',
         help='resume from the given checkpoint, or, with no value, from the '
         'latest checkpoint in the work dir')
+    parser.add_argument(
+        '--save-on-sigterm',
+        action='store_true',
+        help='on SIGTERM (slurm preemption, torchrun), save a checkpoint of '
+        'the current iteration, point last_checkpoint at it and exit with '
+        'status 143 (docs/cluster.md#preemption)')
     return parse_common(parser, argv)
 
 
@@ -77,6 +84,11 @@ def main(argv=None):
 
     check_data_paths(cfg)
     runner = build_runner(cfg)
+    if args.save_on_sigterm:
+        # Imported here: importing it registers the hook in the root HOOKS.
+        from mmdet_psbn.engine.hooks.preemption_hook import \
+            PreemptionCheckpointHook
+        runner.register_hook(PreemptionCheckpointHook())
     runner.train()
 
 
