@@ -34,6 +34,17 @@ def _unwrap(model):
     return model.module if is_model_wrapper(model) else model
 
 
+def _param_groups(optimizer):
+    """``(optimizer, group, parameter)`` for every parameter of an optimizer or
+    of a dict of them (``OptimWrapperDict``'s)."""
+    optimizers = optimizer.values() if isinstance(optimizer,
+                                                  dict) else [optimizer]
+    for opt in optimizers:
+        for group in opt.param_groups:
+            for p in group['params']:
+                yield opt, group, p
+
+
 def psbn_decay_problems(model, optimizer) -> Dict[str, List[str]]:
     """PsBN layers whose parameters cannot feel weight decay.
 
@@ -42,13 +53,10 @@ def psbn_decay_problems(model, optimizer) -> Dict[str, List[str]]:
     trainable ones whose optimizer group has ``weight_decay == 0`` (e.g.
     ``norm_decay_mult=0``) or that are in no group at all.
     """
-    decay = {}
-    optimizers = optimizer.values() if isinstance(optimizer,
-                                                  dict) else [optimizer]
-    for opt in optimizers:
-        for group in opt.param_groups:
-            for p in group['params']:
-                decay[id(p)] = group.get('weight_decay', 0.0)
+    decay = {
+        id(p): group.get('weight_decay', 0.0)
+        for _, group, p in _param_groups(optimizer)
+    }
     out = dict(frozen=[], no_decay=[])
     for name, m in model.named_modules():
         if not is_post_shifted(m):
@@ -117,13 +125,10 @@ def psbn_decay_notes(model, optimizer) -> List[Tuple[str, str]]:
     ``'none'`` left out: see :func:`psbn_decay_problems`) that decays some psBN
     parameter of ``model``, in the order met; the messages are
     :data:`DECAY_NOTES`."""
-    where = {}
-    optimizers = optimizer.values() if isinstance(optimizer,
-                                                  dict) else [optimizer]
-    for opt in optimizers:
-        for group in opt.param_groups:
-            for p in group['params']:
-                where[id(p)] = (opt, decay_kind(opt, group))
+    where = {
+        id(p): (opt, decay_kind(opt, group))
+        for opt, group, p in _param_groups(optimizer)
+    }
     notes = {}
     for m in model.modules():
         if not is_post_shifted(m):
