@@ -16,11 +16,12 @@ turns (so drift in machine load hits them alike):
 Inside the hook runs, the time spent in the hook's own calls is clocked:
 ``before_train_iter`` and ``after_train_iter`` on iterations that do not
 measure (the per-iteration check), and on measured iterations everything
-the hook adds: ``before_train_iter`` (the activation probe's forward hooks
-put on), the probe's forward hooks themselves (one reduction per norm
-layer, inside the training forward) and ``after_train_iter`` (the probe's
-read-out and the measurement). The cost per iteration at the default
-interval is then
+the hook adds: ``before_train_iter`` (the activation probe switched on),
+the probe's forward hooks themselves (one reduction per norm layer, inside
+the training forward) and ``after_train_iter`` (the probe's read-out and
+the measurement). The probe's hooks stay attached, switched off, on the
+other iterations: their calls count in the per-iteration check. The cost
+per iteration at the default interval is then
 
     (check + one measured iteration's extra / interval) / plain iteration,
 
@@ -68,29 +69,37 @@ class _Clock(Hook):
 
 
 def _time_probe_hooks(log):
-    """Clock every call of the activation probe's forward hooks; count the
-    probed forwards in ``log['forwards']``."""
+    """Clock every call of the activation probe's forward hooks: on (measured
+    iterations; ``log['forwards']`` counts them by the probe's ``reset``) and
+    off (attached for the whole run, returning at once; ``log['off_forwards']``
+    counts forwards, one per hooked layer call)."""
     from mmdet_psbn.analysis.collapse import ActivationProbe
-    make, enter = ActivationProbe._make_hook, ActivationProbe.__enter__
+    make, reset = ActivationProbe._make_hook, ActivationProbe.reset
 
-    def counted_enter(self):
-        log['forwards'] += 1
-        return enter(self)
+    def counted_reset(self):
+        log['forwards'] += 1  # the monitor resets it before each probe
+        return reset(self)
 
     def timed_make(self, name):
         hook = make(self, name)
+        layers = len(self._modules)
 
         def timed(*args):
+            on = self.enabled
             start = clock()
             try:
                 return hook(*args)
             finally:
-                log['seconds'] += clock() - start
+                if on:
+                    log['seconds'] += clock() - start
+                else:
+                    log['off_seconds'] += clock() - start
+                    log['off_forwards'] += 1 / layers
 
         return timed
 
     ActivationProbe._make_hook = timed_make
-    ActivationProbe.__enter__ = counted_enter
+    ActivationProbe.reset = counted_reset
 
 
 def _time_calls(hook, names, log):
@@ -187,7 +196,8 @@ def main(argv=None):
     loop = {k: [] for k in variants}
     total = {k: [] for k in variants}
     checks, measures = [], []
-    probe_calls = dict(forwards=0, seconds=0.0)
+    probe_calls = dict(
+        forwards=0, seconds=0.0, off_forwards=0.0, off_seconds=0.0)
     _time_probe_hooks(probe_calls)
     with tempfile.TemporaryDirectory() as tmp:
         data_root = osp.join(tmp, 'toy_coco') + '/'
@@ -218,7 +228,10 @@ def main(argv=None):
     n = args.iters - 1  # iterations inside a loop's window
     med = {k: statistics.median(v) for k, v in loop.items()}
     t_iter = med[plain_name] / n
-    check = statistics.median(checks)
+    # the hook's calls, and its probe's switched-off forward hooks
+    probe_off = probe_calls['off_seconds'] / max(probe_calls['off_forwards'],
+                                                 1)
+    check = statistics.median(checks) + probe_off
     # the probe's forward hooks, per probed forward
     probe = probe_calls['seconds'] / max(probe_calls['forwards'], 1)
     one = statistics.median(measures) + probe
@@ -234,7 +247,8 @@ def main(argv=None):
         print(f'{name:10s} {1e3 * statistics.median(v) / n:8.1f} ms/iter '
               f'(min {1e3 * min(v) / n:.1f}, max {1e3 * max(v) / n:.1f})')
     print(f'per-iteration check: {1e6 * check:.1f} us '
-          f'({len(checks)} calls)')
+          f'({len(checks)} calls; of it the switched-off probe hooks '
+          f'{1e6 * probe_off:.1f} us)')
     print(f'one measured iteration, extra: {1e3 * one:.1f} ms '
           f'({len(measures)} measured iterations; of it the probe\'s '
           f'forward hooks {1e3 * probe:.2f} ms) = {one / t_iter:.3f} plain '

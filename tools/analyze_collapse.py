@@ -29,9 +29,10 @@ from mmdet_psbn.analysis.collapse import (GAMMA_THR, PROB_THR, attach_flops,
                                           measure_state_dict)
 from mmdet_psbn.analysis.plots import (plot_gamma_beta, plot_gamma_hist,
                                        plot_history)
-from mmdet_psbn.utils.checks import InputError, check_config_path
+from mmdet_psbn.utils.checks import (InputError, check_config_path,
+                                     check_out_dir)
 from mmdet_psbn.utils.io import dump_json, load_checkpoint
-from mmdet_psbn.utils.tools import run_tool, user_errors
+from mmdet_psbn.utils.tools import add_debug_arg, run_tool, user_errors
 
 #: At most this many gamma-beta scatter plots (first and last kept).
 MAX_SCATTERS = 4
@@ -72,6 +73,7 @@ def parse_args(argv=None):
         'passed on along a series of checkpoints')
     parser.add_argument('--gamma-thr', type=float, default=GAMMA_THR)
     parser.add_argument('--prob-thr', type=float, default=PROB_THR)
+    add_debug_arg(parser)
     return parser.parse_args(argv)
 
 
@@ -88,7 +90,15 @@ def load_state_dict(path: str) -> tuple:
             isinstance(v, torch.Tensor) for v in ckpt.values()):
         raise InputError(f'{path!r} holds no state dict of tensors')
     # DDP / DataParallel prefixes
-    ckpt = {re.sub(r'^module\.', '', k): v for k, v in ckpt.items()}
+    ckpt = {re.sub(r'^module\.', '', str(k)): v for k, v in ckpt.items()}
+    for layer in bn_layers_in_state_dict(ckpt):
+        for leaf in ('weight', 'bias'):
+            value = ckpt[f'{layer}.{leaf}' if layer else leaf]
+            if not value.is_floating_point():
+                raise InputError(
+                    f'{path!r}: {layer + "." if layer else ""}{leaf} is '
+                    f'{value.dtype}, not floating point: not a norm layer\'s '
+                    'weights (a corrupted or hand-edited state dict?)')
     return ckpt, meta
 
 
@@ -140,6 +150,14 @@ def format_table(rows, labels) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
+    check_out_dir(args.out_dir, '--out-dir')
+    if args.zero_init_layers is not None:
+        try:
+            re.compile(args.zero_init_layers)
+        except re.error as e:
+            raise InputError(f'--zero-init-layers {args.zero_init_layers!r} '
+                             f'is not a regular expression ({e}); e.g. '
+                             '"bn3$|bn2$"') from None
     labels = args.labels or [
         osp.splitext(osp.basename(p))[0] for p in args.checkpoints
     ]
@@ -200,7 +218,10 @@ def main(argv=None):
               f'channels, zero-init {100 * s["zero_init"]:.2f} % (of which '
               f'dead {100 * s["zero_init_dead"]:.2f} %)' +
               (f', FLOPs sparsity {100 * s["sparsity"]:.2f} %' if 'sparsity' in
-               s else ' (FLOPs sparsity: pass --config)'))
+               s else ' (FLOPs sparsity: pass --config)') +
+              (f'; DIVERGED: {100 * s["diverged"]:.2f} % of all channels have '
+               'NaN or inf gamma or beta (not counted as collapsed or dead)'
+               if s.get('diverged') else ''))
     if len(stats_list) > 1:
         for prev, cur, r in zip(stats_list, stats_list[1:], results[1:]):
             r['transitions'] = cur.transitions(prev)

@@ -27,9 +27,9 @@ import time
 
 import torch
 
-from mmdet_psbn.utils.checks import InputError
+from mmdet_psbn.utils.checks import InputError, check_out_dir
 from mmdet_psbn.utils.io import atomic_write, dump_json, json_default
-from mmdet_psbn.utils.tools import run_tool
+from mmdet_psbn.utils.tools import add_debug_arg, run_tool
 
 LAB_ROOT = osp.join(
     osp.dirname(osp.dirname(osp.abspath(__file__))), 'projects',
@@ -72,16 +72,29 @@ def main(argv=None):
         default=2,
         help='processes for the training runs, one thread '
         'each (default: %(default)s)')
+    add_debug_arg(parser)
     args = parser.parse_args(argv)
     if args.threads < 1:
         raise InputError(f'--threads must be >= 1, got {args.threads}')
     if args.workers < 1:
         raise InputError(f'--workers must be >= 1, got {args.workers}')
+    check_out_dir(args.out_dir, '--out-dir')
     settings = args.settings or ('quick' if args.quick else 'full')
+    shape = ('give quick, full or a JSON file shaped like '
+             'projects/collapse_lab/settings/quick.json')
     try:
         cfg = load_settings(settings)
-    except (OSError, ValueError) as e:  # missing or not JSON
+    except FileNotFoundError as e:
         raise InputError(f'--settings: {e}') from e
+    except (OSError, ValueError) as e:  # not JSON (or not UTF-8)
+        raise InputError(f'--settings {settings!r} is not a settings file '
+                         f'({type(e).__name__}: {e}): {shape}') from e
+    if not isinstance(cfg, dict):
+        raise InputError(f'--settings {settings!r} holds a JSON '
+                         f'{type(cfg).__name__}, not an object: {shape}')
+    missing = sorted(set(load_settings('quick')) - set(cfg))
+    if missing:
+        raise InputError(f'--settings {settings!r} lacks {missing}: {shape}')
     mode = osp.splitext(osp.basename(settings))[0]
     suffix = '' if mode == 'full' else f'_{mode}'
     torch.set_num_threads(args.threads)

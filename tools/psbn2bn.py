@@ -12,6 +12,7 @@ psGN into ``dict(type='GN', num_groups=...)``, psIN into IN (affine=True);
 "psBN layers" in the output counts them all.
 """
 import argparse
+import os.path as osp
 from collections.abc import Mapping
 
 import torch
@@ -19,7 +20,7 @@ import torch
 from mmdet_psbn.models.layers import find_psbn_prefixes, fold_psbn_state_dict
 from mmdet_psbn.utils.checks import InputError
 from mmdet_psbn.utils.io import atomic_write, load_checkpoint
-from mmdet_psbn.utils.tools import run_tool
+from mmdet_psbn.utils.tools import add_debug_arg, run_tool
 
 DESCRIPTION = __doc__.split('\n\n')[0]
 EPILOG = """\
@@ -43,7 +44,15 @@ def parse_args(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('input', metavar='IN', help='psBN checkpoint')
     parser.add_argument('output', metavar='OUT', help='BN checkpoint')
+    add_debug_arg(parser)
     return parser.parse_args(argv)
+
+
+def _non_finite(value) -> bool:
+    """Whether ``value`` is a tensor holding NaN or inf."""
+    return isinstance(value, torch.Tensor) and (
+        value.is_floating_point()
+        or value.is_complex()) and not bool(torch.isfinite(value).all())
 
 
 def convert(checkpoint, path='IN'):
@@ -57,6 +66,12 @@ def convert(checkpoint, path='IN'):
     if not prefixes:
         raise InputError(f'{path}: no psBN layer in this checkpoint (no '
                          "'<layer>.alpha' key): nothing to fold")
+    for key, value in state_dict.items():
+        if _non_finite(value):
+            raise InputError(
+                f'{path}: {key!r} holds NaN or inf (a diverged run?): '
+                'nothing sensible to deploy; fold a checkpoint from before '
+                'the divergence')
     try:
         folded = fold_psbn_state_dict(state_dict)
     except ValueError as e:
@@ -74,6 +89,18 @@ def convert(checkpoint, path='IN'):
 
 def main(argv=None):
     args = parse_args(argv)
+    if osp.isdir(args.output):
+        raise InputError(f'OUT {args.output!r} is a directory: give the '
+                         'file to write, e.g. OUT/model_bn.pth')
+    parent = osp.dirname(osp.abspath(args.output))
+    while not osp.exists(parent):
+        parent = osp.dirname(parent)
+    if not osp.isdir(parent):
+        raise InputError(f'OUT {args.output!r} cannot be written: '
+                         f'{parent!r} is a file, not a folder')
+    if osp.exists(args.output) and osp.samefile(args.input, args.output):
+        raise InputError(f'OUT {args.output!r} is IN: give another file '
+                         '(IN is never overwritten)')
     checkpoint = load_checkpoint(args.input)
     folded, record = convert(checkpoint, args.input)
     with atomic_write(args.output, 'wb') as f:

@@ -38,7 +38,7 @@ def main(argv=None):
         evaluators=('test_evaluator', ))
     cfg.load_from = args.checkpoint
 
-    runner = build_runner(cfg)
+    runner = build_runner(cfg, match_shapes=True)
     if args.out is not None:
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(

@@ -10,7 +10,9 @@ Multi-GPU / multi-node: tools/dist_train.sh, tools/slurm_train.sh.
 import argparse
 
 import torch
+from mmengine.device import get_device
 
+from mmdet_psbn.compat import use_cpu_amp
 from mmdet_psbn.utils.checks import InputError, check_data_paths
 from mmdet_psbn.utils.io import check_checkpoint
 from mmdet_psbn.utils.tools import build_runner, load_config
@@ -24,7 +26,10 @@ def parse_args(argv=None):
     parser.add_argument(
         '--amp',
         action='store_true',
-        help='enable automatic-mixed-precision training (needs CUDA)')
+        help='automatic mixed precision: with CUDA, fp16 autocast and '
+        'dynamic loss scaling (mmengine\'s AmpOptimWrapper); without it, '
+        'bf16 autocast on the CPU, no loss scaling (docs/usage.md#mixed-'
+        'precision-and-compilation)')
     parser.add_argument(
         '--auto-scale-lr',
         action='store_true',
@@ -51,12 +56,15 @@ def main(argv=None):
     cfg = load_config(args)
 
     if args.amp:
-        if not torch.cuda.is_available():
-            raise InputError('--amp needs CUDA (mmengine\'s AmpOptimWrapper '
-                             'uses torch.cuda.amp); drop --amp on this '
-                             'machine')
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.loss_scale = 'dynamic'
+        if torch.cuda.is_available():
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
+        elif get_device() == 'cpu':
+            use_cpu_amp(cfg)  # bf16; mmdet_psbn.compat fix 4
+        else:
+            raise InputError(f'--amp supports CUDA (fp16) and the CPU '
+                             f'(bf16), not {get_device()}; drop --amp on '
+                             'this machine')
 
     if args.auto_scale_lr:
         scale_cfg = cfg.get('auto_scale_lr') or {}
@@ -72,7 +80,15 @@ def main(argv=None):
         cfg.resume = True
         cfg.load_from = None
         from mmengine.runner import find_latest_checkpoint
+
+        # A kill mid-save cannot make it return a truncated checkpoint
+        # (mmdet_psbn.compat, fix 3); '' means nothing complete was found.
         latest = find_latest_checkpoint(cfg.work_dir)
+        if latest == '':
+            raise InputError(
+                f'{cfg.work_dir}/last_checkpoint is empty and the work dir '
+                'holds no complete checkpoint: remove last_checkpoint to '
+                'start afresh, or give one with --resume PATH')
         if latest is not None:
             check_checkpoint(latest)
     elif args.resume is not None:

@@ -49,6 +49,11 @@ The measures, per layer and for the whole model:
   (**recovered**).
 - **sparsity**, the share of conv FLOPs that the collapsed channels remove,
   needs the graph: see :mod:`mmdet_psbn.analysis.flops`.
+- **diverged**: a channel whose :math:`\gamma` or :math:`\beta + \alpha`
+  is NaN or infinite. That is a diverged run (a too-large learning rate,
+  an overflow), not collapse: such a channel is neither collapsed, dead
+  nor healthy. It is left out of every other share and counted on its
+  own (``summary()['diverged']``, a share of all channels).
 
 Norm layers are every ``_BatchNorm`` (BN, SyncBN, psBN1d/psBN/psBN3d,
 psSyncBN, mmengine's BatchNormXd), ``GroupNorm`` (GN, psGN) and
@@ -174,10 +179,20 @@ class CollapseStats:
         return np.repeat(
             np.asarray(per_layer, dtype=bool), np.diff(self.offsets))
 
+    def _zero_init_pending(self) -> np.ndarray:
+        """Per-channel mask of the channels of zero-init layers that have not
+        yet reached ``gamma_thr``."""
+        return self._per_channel(self.zero_init) & ~self._grown()
+
+    def _finite(self) -> np.ndarray:
+        """Per-channel mask: False where γ or β + α is NaN or infinite (the
+        diverged channels)."""
+        return np.isfinite(self.abs_gamma) & np.isfinite(self.shifted_beta)
+
     def _counted(self) -> np.ndarray:
-        """Per-channel mask: False for the channels of zero-init layers
-        that have not yet reached ``gamma_thr``."""
-        return ~(self._per_channel(self.zero_init) & ~self._grown())
+        """Per-channel mask of the channels the shares count: neither a
+        pending zero-init channel nor a diverged one."""
+        return ~self._zero_init_pending() & self._finite()
 
     def _rectified(self) -> np.ndarray:
         """Per-channel mask of the channels the dead measure covers."""
@@ -208,19 +223,24 @@ class CollapseStats:
     # ------------------------------------------------------------ measures
     def summary(self) -> Dict[str, float]:
         """Whole-model shares: ``collapsed`` of every counted channel (not
-        a zero-init one), ``dead`` and ``inactive`` of the counted rectified
-        channels (``rectified_channels`` of them, see ``dead_rule``)."""
+        a zero-init one, not a diverged one), ``dead`` and ``inactive`` of
+        the counted rectified channels (``rectified_channels`` of them, see
+        ``dead_rule``), ``diverged`` of all channels (NaN or inf: not
+        collapse, see the module docstring)."""
         counted = self._counted()
+        pending = self._zero_init_pending()
         rect = counted & self._rectified()
         n = max(int(counted.sum()), 1)
         out = OrderedDict(
             collapsed=float(self.collapsed[counted].sum()) / n,
             dead=float(self.dead[rect].sum()) / max(int(rect.sum()), 1),
-            zero_init=float((~counted).sum()) / max(self.num_channels, 1),
+            zero_init=float(pending.sum()) / max(self.num_channels, 1),
             # Not hidden: zero-init channels whose bias went negative are
             # dead for good under BN (psBN revives them).
             zero_init_dead=float(
-                (self.dead & ~counted).sum()) / max(int((~counted).sum()), 1),
+                (self.dead & pending).sum()) / max(int(pending.sum()), 1),
+            diverged=float(
+                (~self._finite()).sum()) / max(self.num_channels, 1),
             channels=float(self.num_channels),
             rectified_channels=float(rect.sum()),
             dead_rule=self.dead_rule)
@@ -271,11 +291,14 @@ class CollapseStats:
         """One row per layer, for tables and the JSON report."""
         rows = []
         counted = self._counted()
+        pending = self._zero_init_pending()
+        finite = self._finite()
         rect = self._rectified()
         probed = self._probed()
         for i, name in enumerate(self.names):
             s = self.channels(i)
             n = s.stop - s.start
+            gammas = self.abs_gamma[s][finite[s]]
             row = OrderedDict(
                 name=name,
                 kind=self.kinds[i],
@@ -285,8 +308,11 @@ class CollapseStats:
                 rectified=bool(rect[s].all()) if n else False,
                 collapsed=int((self.collapsed & counted)[s].sum()),
                 dead=int((self.dead & counted & rect)[s].sum()),
-                zero_init_channels=int((~counted)[s].sum()),
-                min_abs_gamma=float(self.abs_gamma[s].min()) if n else 0.0)
+                zero_init_channels=int(pending[s].sum()),
+                diverged=int((~finite)[s].sum()),
+                # NaN when every channel diverged
+                min_abs_gamma=float(gammas.min()) if len(gammas) else
+                (float('nan') if n else 0.0))
             if n and probed[s].all():
                 row['inactive'] = int((self.inactive & counted)[s].sum())
             if self.flops is not None:
@@ -447,12 +473,15 @@ def _build(names,
 
 def check_thresholds(gamma_thr: float, prob_thr: float) -> None:
     """Raise ``ValueError`` unless ``gamma_thr > 0`` (finite) and ``0 <
-    prob_thr < 1``."""
-    if not (isinstance(gamma_thr, (int, float)) and gamma_thr > 0
-            and math.isfinite(gamma_thr)):
+    prob_thr < 1`` (numbers, not bools)."""
+
+    def number(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    if not (number(gamma_thr) and gamma_thr > 0 and math.isfinite(gamma_thr)):
         raise ValueError(f'gamma_thr must be a positive number, got '
                          f'{gamma_thr!r}')
-    if not (isinstance(prob_thr, (int, float)) and 0 < prob_thr < 1):
+    if not (number(prob_thr) and 0 < prob_thr < 1):
         raise ValueError(f'prob_thr must be in (0, 1), got {prob_thr!r}')
 
 
@@ -597,7 +626,8 @@ class ActivationProbe:
     during the forward passes run inside the block (the activation measure, see
     the module docstring).
 
-    Forward hooks exist only inside the block; each does one reduction
+    Forward hooks exist only inside the block (or between :meth:`attach` and
+    :meth:`detach`, recording while :attr:`enabled`); each does one reduction
     (``output > 0`` anywhere over the batch and spatial positions) under
     ``no_grad`` on the output the layer returns, before any in-place
     rectifier runs, and changes nothing: the same training with and
@@ -613,6 +643,14 @@ class ActivationProbe:
         >>> with ActivationProbe(model, names) as probe:
         ...     model(images)
         >>> stats.attach_inactive(probe.inactive)
+
+    Note:
+        ``torch.compile`` does not see hooks added to a module after it
+        compiled it (``torch._dynamo.config.skip_nnmodule_hook_guards``).
+        For a model that is, or will be, compiled, :meth:`attach` the probe
+        before its first compiled call and switch :attr:`enabled` (with
+        :meth:`reset`) instead: dynamo then compiles one graph with the
+        reductions and one without.
     """
 
     def __init__(self, model: nn.Module, names: Iterable[str]) -> None:
@@ -621,22 +659,39 @@ class ActivationProbe:
                          if n in wanted]
         self._fired: Dict[str, torch.Tensor] = {}
         self._handles: list = []
+        #: Whether the attached hooks record (they return at once if not).
+        self.enabled = True
 
-    def __enter__(self) -> 'ActivationProbe':
-        for name, module in self._modules:
-            self._handles.append(
-                module.register_forward_hook(self._make_hook(name)))
-        return self
+    def attach(self) -> None:
+        """Put the forward hooks on the layers (if they are not on yet)."""
+        if not self._handles:
+            self._handles = [
+                module.register_forward_hook(self._make_hook(name))
+                for name, module in self._modules
+            ]
 
-    def __exit__(self, *exc) -> None:
+    def detach(self) -> None:
+        """Remove the forward hooks; what was recorded stays readable."""
         for h in self._handles:
             h.remove()
         self._handles = []
 
+    def reset(self) -> None:
+        """Forget what was recorded."""
+        self._fired = {}
+
+    def __enter__(self) -> 'ActivationProbe':
+        self.attach()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
     def _make_hook(self, name: str):
 
         def hook(module, args, output):
-            if not isinstance(output, torch.Tensor) or output.dim() < 2:
+            if (not self.enabled or not isinstance(output, torch.Tensor)
+                    or output.dim() < 2):
                 return
             with torch.no_grad():
                 dims = [0] + list(range(2, output.dim()))

@@ -16,13 +16,34 @@ the library code a tool calls (a dataset maker's ``ValueError``, a missing
 own types.
 """
 import difflib
+import errno
+import json
+import os
 import os.path as osp
 from typing import Iterable, Iterator, Optional, Tuple
 
 __all__ = [
-    'DataError', 'InputError', 'check_cfg_options', 'check_config_path',
-    'check_data_paths'
+    'DataError', 'InputError', 'check_annotation_file', 'check_cfg_options',
+    'check_config_keys', 'check_config_path', 'check_data_paths',
+    'check_out_dir', 'describe_missing'
 ]
+
+#: The first bytes of the image formats OpenCV and Pillow read (JPEG, PNG,
+#: GIF, BMP, TIFF both ways, WebP's RIFF container).
+IMAGE_MAGICS = (b'\xff\xd8\xff', b'\x89PNG\r\n\x1a\n', b'GIF8', b'BM',
+                b'II*\x00', b'MM\x00*', b'RIFF')
+
+#: The top-level keys of a config that mmengine's Runner reads (its
+#: ``from_cfg``), and those of mmengine's own config machinery: a new
+#: top-level key close to one of these is a typo.
+RUNNER_KEYS = ('model', 'work_dir', 'train_dataloader', 'val_dataloader',
+               'test_dataloader', 'train_cfg', 'val_cfg', 'test_cfg',
+               'auto_scale_lr', 'optim_wrapper', 'param_scheduler',
+               'val_evaluator', 'test_evaluator', 'default_hooks',
+               'custom_hooks', 'data_preprocessor', 'load_from', 'resume',
+               'launcher', 'env_cfg', 'log_processor', 'log_level',
+               'visualizer', 'default_scope', 'randomness', 'experiment_name',
+               'custom_imports', 'runner_type', 'vis_backends')
 
 TOY_HINT = ('make the toy set with `python tools/misc/make_toy_coco.py '
             '{root}`')
@@ -45,42 +66,108 @@ class DataError(ValueError):
     """
 
 
+def describe_missing(path: str) -> str:
+    """Why ``path`` is not a readable regular file, in a few words (``'does not
+    exist'``, ``'is a directory'``...), or ``''`` if it is one."""
+    if osp.isfile(path):
+        return '' if os.access(path, os.R_OK) else 'is not readable'
+    if osp.islink(path) and not osp.exists(path):
+        try:
+            os.stat(path)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return 'is a symbolic link loop'
+        return 'is a broken symbolic link'
+    if osp.isdir(path):
+        return 'is a directory, not a file'
+    if osp.exists(path):
+        return 'is not a regular file'
+    return 'does not exist'
+
+
+def check_out_dir(path: str, option: str = '--work-dir') -> str:
+    """Return ``path``; raise :class:`InputError` if it (or a folder above it)
+    exists and is not a folder, so the tool could not write there."""
+    if '://' in path:
+        return path
+    parent = osp.abspath(path)
+    while not osp.lexists(parent) and osp.dirname(parent) != parent:
+        parent = osp.dirname(parent)
+    if not osp.isdir(parent):
+        raise InputError(f'{option} {path!r} cannot be a folder: {parent!r} '
+                         'is a file; give another folder')
+    return path
+
+
 def check_config_path(path: str) -> str:
     """Return ``path``; raise :class:`InputError` if it is not a file."""
-    if not osp.isfile(path):
-        raise InputError(f'config file {path!r} does not exist')
+    problem = describe_missing(path)
+    if problem:
+        raise InputError(f'config file {path!r} {problem}: give the path '
+                         'of a config file (e.g. configs/retinanet_r50_'
+                         'psbn.py)')
     return path
+
+
+def check_config_keys(cfg, path: str = 'the config') -> None:
+    """Refuse a top-level config key that looks like a typo of one the Runner
+    reads (``optim_wraper`` for ``optim_wrapper``).
+
+    mmengine ignores unknown top-level keys, so the typo would silently
+    train with the base's settings. Other new keys (variables such as
+    ``data_root``) are accepted.
+    """
+    for key in cfg.keys() if hasattr(cfg, 'keys') else ():
+        if key in RUNNER_KEYS or key.startswith('_'):
+            continue
+        close = [
+            k for k in difflib.get_close_matches(
+                key, RUNNER_KEYS, n=1, cutoff=0.85)
+            if abs(len(k) - len(key)) <= 2  # not val_evaluator_abs
+        ]
+        if close:
+            raise InputError(
+                f'unknown config key {key!r} in {path}: did you mean '
+                f'{close[0]!r}? (mmengine would ignore it)')
 
 
 def check_cfg_options(cfg, options: Optional[dict]) -> None:
     """Refuse ``--cfg-options`` keys that look like typos of existing keys.
 
     mmengine adds unknown keys silently, so ``model.backbone.dpth=18``
-    would build the default depth and fail much later, or not at all. A new
-    key with no near namesake among its siblings is accepted: adding keys is
-    legitimate (``randomness.seed=0``).
+    would build the default depth and fail much later, or not at all. The
+    first part of a key that does not exist is compared with its siblings
+    (at the top level also with :data:`RUNNER_KEYS`, so
+    ``optim_wraper.optimizer.lr`` is caught); a new key with no near
+    namesake is accepted: adding keys is legitimate (``randomness.seed=0``).
     """
     tree = cfg.to_dict() if hasattr(cfg, 'to_dict') else cfg
     for key in options or {}:
-        *parents, leaf = key.split('.')
+        parts = key.split('.')
         node = tree
-        for part in parents:
-            if isinstance(node, dict) and part in node:
-                node = node[part]
-            elif isinstance(node, (list, tuple)) and part.isdigit():
+        for depth, part in enumerate(parts):
+            if isinstance(node, (list, tuple)) and part.isdigit() \
+                    and int(part) < len(node):
                 node = node[int(part)]
-            else:
-                node = None
+                continue
+            if not isinstance(node, dict):
                 break
-        if not isinstance(node, dict) or leaf in node:
-            continue
-        close = difflib.get_close_matches(
-            leaf, [str(k) for k in node.keys()], n=1, cutoff=0.75)
-        if close:
-            where = '.'.join(parents + [close[0]])
-            raise InputError(
-                f'unknown config key {key!r} in --cfg-options: did you mean '
-                f'{where!r}?')
+            if part in node:
+                node = node[part]
+                continue
+            if depth == 0 and part in RUNNER_KEYS:
+                break  # a new top-level key the Runner reads
+            # The first part that does not exist: a typo of a sibling?
+            siblings = [str(k) for k in node.keys()]
+            if depth == 0:
+                siblings += [k for k in RUNNER_KEYS if k not in node]
+            close = difflib.get_close_matches(part, siblings, n=1, cutoff=0.75)
+            if close:
+                where = '.'.join(parts[:depth] + [close[0]])
+                raise InputError(
+                    f'unknown config key {key!r} in --cfg-options: did you '
+                    f'mean {where!r}?')
+            break
 
 
 def _dataset_cfgs(dataset) -> Iterator[dict]:
@@ -154,6 +241,98 @@ def check_data_paths(
         else:
             message = f'is incomplete: {message}'
         raise InputError(f'{where} = {path!r} {message}. {fix}')
+    for name in dataloaders:
+        loader = cfg.get(name)
+        for ds in _dataset_cfgs(loader.get('dataset') if loader else None):
+            root, ann = ds.get('data_root') or '', ds.get('ann_file') or ''
+            path = osp.join(root, ann)
+            if not ann.endswith('.json') or '://' in path:
+                continue
+            cls = _dataset_class(ds, cfg)
+            prefix = ds.get('data_prefix') or {}
+            img = prefix.get('img') if isinstance(prefix, dict) else None
+            coco = _is_coco_dataset(cls)
+            check_annotation_file(
+                path,
+                osp.join(root, img) if coco and img is not None else None,
+                images=coco,
+                where=f'{name}.dataset.ann_file')
+
+
+def _is_coco_dataset(cls) -> bool:
+    try:
+        from mmdet.datasets import CocoDataset
+    except ImportError:  # mmdet is not installed: not a COCO dataset
+        return False
+    return isinstance(cls, type) and issubclass(cls, CocoDataset)
+
+
+def image_problem(path: str) -> str:
+    """Why ``path`` cannot be an image file, or ``''``: what
+    :func:`describe_missing` says, ``'is empty'`` or ``'is not an image'`` (no
+    known header in its first 8 bytes, the only ones read)."""
+    problem = describe_missing(path)
+    if problem:
+        return problem
+    with open(path, 'rb') as f:
+        head = f.read(8)
+    if not head:
+        return 'is empty'
+    if not head.startswith(IMAGE_MAGICS):
+        return 'is not an image (no JPEG, PNG, GIF, BMP, TIFF or WebP header)'
+    return ''
+
+
+def check_annotation_file(path: str,
+                          img_dir: Optional[str] = None,
+                          images: bool = True,
+                          where: str = 'ann_file') -> None:
+    """Raise :class:`InputError` unless ``path`` is a JSON file (a COCO one if
+    ``images``: a dict with an ``images`` list whose entries have a
+    ``file_name``) and, given ``img_dir``, every image it lists is there with
+    an image header.
+
+    The file is parsed once (COCO 2017 train, 448 MB, as mmdet's own loading
+    does) and each image is opened for its first 8 bytes; see docs/errors.md
+    for the cost.
+    """
+    fix = ('Replace it with the annotation file of the dataset (for the toy '
+           'set: ' +
+           TOY_HINT.format(root=osp.dirname(osp.dirname(path)) or '.') +
+           ' --force)')
+    try:
+        with open(path, 'rb') as f:
+            data = json.load(f)
+    except UnicodeDecodeError:
+        raise InputError(f'{where} = {path!r} is not a JSON file (not '
+                         f'UTF-8 text). {fix}') from None
+    except ValueError as e:
+        raise InputError(f'{where} = {path!r} is not valid JSON '
+                         f'({getattr(e, "msg", e)} at line '
+                         f'{getattr(e, "lineno", "?")}, column '
+                         f'{getattr(e, "colno", "?")}). {fix}') from None
+    if not images:
+        return
+    entries = data.get('images') if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and isinstance(e.get('file_name'), str)
+            for e in entries):
+        what = (f'a JSON {type(data).__name__}' if not isinstance(data, dict)
+                else 'no "images" list with a "file_name" in each entry')
+        raise InputError(f'{where} = {path!r} is not a COCO annotation file '
+                         f'({what}). {fix}')
+    if img_dir is None or '://' in img_dir:
+        return
+    bad = [(e['file_name'], problem) for e in entries
+           if (problem := image_problem(osp.join(img_dir, e['file_name'])))]
+    if bad:
+        name, problem = bad[0]
+        raise InputError(
+            f'{where} = {path!r} lists images that cannot be read: '
+            f'{osp.join(img_dir, name)!r} {problem} ({len(bad)} of '
+            f'{len(entries)} images). Put the images in {img_dir!r} (the '
+            f'config\'s data_root + data_prefix.img) or fix the annotation '
+            f'file')
 
 
 def _dataset_class(ds: dict, cfg) -> Optional[type]:

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import os.path as osp
+import secrets
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -24,11 +25,11 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from .checks import InputError
+from .checks import InputError, describe_missing
 
 __all__ = [
-    'atomic_dir', 'atomic_write', 'check_checkpoint', 'dump_json',
-    'json_default', 'load_checkpoint'
+    'atomic_dir', 'atomic_write', 'check_checkpoint', 'check_state_dict',
+    'dump_json', 'json_default', 'load_checkpoint'
 ]
 
 
@@ -39,8 +40,16 @@ def _load_failure(path: str, err: Exception) -> InputError:
     # torch's weights-only message: the useful line follows this marker.
     detail = text.split('WeightsUnpickler error:', 1)[-1].strip()
     line = (detail.splitlines() or [''])[0]
-    reason = line.split('. ')[0].rstrip('.')
-    if reason.startswith('Unsupported global'):
+    reason = line.split('. ')[0].rstrip('.') or 'no detail'
+    with open(path, 'rb') as f:
+        head = f.read(8)
+    if not head:
+        reason = 'the file is empty'
+    if head[:1] == b'\x80' and head[2:3] == b'\x95':  # pickle >= 4's FRAME
+        fix = ('It is a plain Python pickle, not a file torch.save wrote, '
+               'and safe loading never runs the code a pickle may hold: '
+               'save the weights with torch.save(model.state_dict(), path)')
+    elif reason.startswith('Unsupported global'):
         fix = ('It holds pickled objects other than tensors and mmengine\'s '
                'resume state, which safe loading never runs; if you trust '
                'the file, load it once with torch.load(weights_only=False) '
@@ -76,8 +85,10 @@ def load_checkpoint(path: str, mmap: bool = False) -> Any:
         InputError: the file does not exist, or cannot be read safely (the
             message says why and what to do).
     """
-    if not osp.isfile(path):
-        raise InputError(f'checkpoint {path!r} does not exist')
+    problem = describe_missing(path)
+    if problem:
+        raise InputError(f'checkpoint {path!r} {problem}: give the path of '
+                         'a checkpoint file (.pth)')
     try:
         if mmap:
             try:
@@ -97,6 +108,72 @@ def check_checkpoint(path: str) -> None:
     ``path``; the tensors are memory-mapped, not read, so this is cheap but
     still catches truncated and corrupt files."""
     load_checkpoint(path, mmap=True)
+
+
+def check_state_dict(path: str, model=None, match_shapes: bool = True) -> None:
+    """Raise :class:`InputError` unless the checkpoint ``path`` holds a state
+    dict of tensors fit to load into ``model``.
+
+    Read with :func:`load_checkpoint` (tensors memory-mapped). Refused: a
+    file that is not a dict, a dict with no state dict in it (mmengine's
+    ``{'state_dict': ...}`` or a bare one), a floating-point tensor of the
+    model given as an integer, bool or complex one, and NaN or inf in a
+    floating-point tensor (a diverged run). With ``model``, the state dict
+    must share a key with it and, with ``match_shapes`` (testing,
+    resuming), hold every parameter of the model with the model's shape (a
+    finetune's ``load_from`` may differ in the head).
+    """
+    ckpt = load_checkpoint(path, mmap=True)
+    fix = 'pass the checkpoint this config trained (e.g. its work dir\'s ' \
+        'latest .pth)'
+    if not isinstance(ckpt, dict):
+        raise InputError(f'checkpoint {path!r} holds a '
+                         f'{type(ckpt).__name__}, not a state dict: {fix}')
+    state = ckpt.get('state_dict', ckpt)
+    if not isinstance(state, dict) or not any(
+            isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f'checkpoint {path!r} holds no state dict of '
+                         f'tensors (keys: {sorted(map(str, ckpt))[:5]}): '
+                         f'{fix}')
+    state = {
+        (k[len('module.'):] if str(k).startswith('module.') else k): v
+        for k, v in state.items()
+    }
+    own = model.state_dict() if model is not None else {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        mine = own.get(key)
+        if (mine is not None and mine.is_floating_point()
+                and not value.is_floating_point()):
+            raise InputError(
+                f'checkpoint {path!r}: {key!r} is {value.dtype}, the model\'s '
+                f'is {mine.dtype}: {fix}')
+        if value.is_floating_point() or value.is_complex():
+            if not bool(torch.isfinite(value).all()):
+                raise InputError(
+                    f'checkpoint {path!r}: {key!r} holds NaN or inf (a '
+                    f'diverged run?): use a checkpoint from before the '
+                    f'divergence (tools/analyze_collapse.py reports '
+                    f'which layers diverged)')
+        if match_shapes and mine is not None and mine.shape != value.shape:
+            raise InputError(
+                f'checkpoint {path!r}: {key!r} has shape '
+                f'{tuple(value.shape)}, the model\'s is {tuple(mine.shape)} '
+                f'(a checkpoint of another model?): {fix}')
+    if own and not set(state) & set(own):
+        raise InputError(
+            f'checkpoint {path!r} shares no key with the model (it has '
+            f'{sorted(state)[:3]}..., the model {sorted(own)[:3]}...): '
+            f'{fix}')
+    if match_shapes and model is not None:
+        params = [name for name, _ in model.named_parameters()]
+        missing = [name for name in params if name not in state]
+        if missing:
+            raise InputError(
+                f'checkpoint {path!r} lacks {len(missing)} of the model\'s '
+                f'{len(params)} parameters (first: {missing[0]!r}), which '
+                f'would keep their random initial values: {fix}')
 
 
 @contextmanager
@@ -121,8 +198,12 @@ def atomic_write(path: str, mode: str = 'w') -> Iterator[Any]:
         raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=folder, prefix='.' + osp.basename(path) + '.', suffix='.tmp')
+    # Not mkstemp: its files are private (0600); this one gets the mode a
+    # plain open() would give (0666 less the umask), like what it replaces.
+    tmp = osp.join(
+        folder, f'.{osp.basename(path)}.{os.getpid()}.'
+        f'{secrets.token_hex(4)}.tmp')
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, mode) as f:
             yield f

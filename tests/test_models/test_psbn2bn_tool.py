@@ -155,5 +155,6 @@ def test_command_line(tmp_path):
         timeout=300)
     assert res.returncode == 2
     assert res.stderr == (f'psbn2bn.py: error: checkpoint '
-                          f"'{tmp_path / 'nope.pth'}' does not exist\n")
+                          f"'{tmp_path / 'nope.pth'}' does not exist: give "
+                          'the path of a checkpoint file (.pth)\n')
     assert not (tmp_path / 'o.pth').exists()

@@ -394,7 +394,11 @@ def test_every_patch_names_its_upstream_test():
         path, func = patch.test.split('::')
         with open(osp.join(here, path)) as f:
             tree = ast.parse(f.read())
-        names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+        # Test functions, and test methods of test classes.
+        names = {
+            n.name
+            for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)
+        }
         assert func in names, patch.label
         assert '_upstream_' in func, patch.test
 

@@ -70,13 +70,6 @@ def test_typo_in_cfg_options(toy_coco, tmp_path):
                    "did you mean 'model.backbone.depth'")
 
 
-def test_amp_without_cuda_is_refused(toy_coco, tmp_path):
-    cfg = write_toy_config(tmp_path / 'cfg.py', toy_coco)
-    proc = run_tool(
-        ['tools/train.py', cfg, '--amp', '--work-dir', tmp_path / 'w'])
-    assert_refused(proc, '--amp needs CUDA')
-
-
 @pytest.mark.parametrize('gpus', ['0', '-1', 'two', '1.5'])
 def test_dist_train_rejects_bad_gpus(toy_coco, tmp_path, gpus):
     cfg = write_toy_config(tmp_path / 'cfg.py', toy_coco)

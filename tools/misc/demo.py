@@ -48,7 +48,7 @@ import time
 from typing import Dict, List, Optional
 
 from mmdet_psbn.utils.checks import InputError
-from mmdet_psbn.utils.tools import run_tool, user_errors
+from mmdet_psbn.utils.tools import add_debug_arg, run_tool, user_errors
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CLS_ROOT = 'data/digits_cifar_demo'
@@ -79,6 +79,7 @@ def parse_args(argv=None):
         'quotes were made with 1 (default: %(default)s). The models are '
         'small: on 2 cores shared with other work, 2 threads made the '
         'pretraining 100x slower (3.1 s an iteration instead of 0.033 s)')
+    add_debug_arg(parser)
     args = parser.parse_args(argv)
     if args.threads < 1:
         raise InputError(f'--threads must be >= 1, got {args.threads}')

@@ -15,7 +15,7 @@ import os.path as osp
 
 from mmdet_psbn.datasets.digits_coco import make_digits_coco
 from mmdet_psbn.datasets.mnist_digits import MNISTDigitsNotFound
-from mmdet_psbn.utils.tools import run_tool, user_errors
+from mmdet_psbn.utils.tools import add_debug_arg, run_tool, user_errors
 from psbn_cifar.datasets import make_digits_cifar
 
 
@@ -62,6 +62,7 @@ def parse_args(argv=None):
         '--force',
         action='store_true',
         help='rebuild even if the same set exists')
+    add_debug_arg(parser)
     return parser.parse_args(argv)
 
 

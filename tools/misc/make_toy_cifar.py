@@ -11,7 +11,7 @@ never overwritten.
 import argparse
 import os.path as osp
 
-from mmdet_psbn.utils.tools import run_tool, user_errors
+from mmdet_psbn.utils.tools import add_debug_arg, run_tool, user_errors
 from psbn_cifar.datasets.cifar import make_toy_cifar
 
 
@@ -28,6 +28,7 @@ def parse_args(argv=None):
         '--force',
         action='store_true',
         help='rebuild even if the same toy set exists')
+    add_debug_arg(parser)
     return parser.parse_args(argv)
 
 

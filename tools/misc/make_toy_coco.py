@@ -7,7 +7,7 @@ import argparse
 import os.path as osp
 
 from mmdet_psbn.datasets.toy_coco import make_toy_coco
-from mmdet_psbn.utils.tools import run_tool, user_errors
+from mmdet_psbn.utils.tools import add_debug_arg, run_tool, user_errors
 
 
 def parse_args(argv=None):
@@ -22,6 +22,7 @@ def parse_args(argv=None):
         '--force',
         action='store_true',
         help='rebuild even if the same set exists')
+    add_debug_arg(parser)
     return parser.parse_args(argv)
 
 

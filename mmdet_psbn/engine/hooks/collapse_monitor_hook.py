@@ -168,6 +168,9 @@ class CollapseMonitorHook(Hook):
     - ``train/collapse/entered_dead``, ``train/collapse/recovered``:
       rectified channels that entered / left the dead region since the
       previous measurement;
+    - ``train/collapse/diverged``: share of channels whose γ or β is NaN
+      or inf, a diverged run (warned about once), left out of the other
+      shares: such a channel is neither collapsed nor healthy;
     - with ``by_stage``, ``train/collapse/<stage>/dead``, ``.../collapsed``
       (and ``.../inactive``) per stage (``backbone.layer1``...).
 
@@ -240,8 +243,17 @@ class CollapseMonitorHook(Hook):
             raise ValueError(f'interval must be a positive integer, got '
                              f'{interval!r}')
         check_thresholds(gamma_thr, prob_thr)
-        if not (isinstance(jump_thr, (int, float)) and 0 < jump_thr <= 1):
+        if not (isinstance(jump_thr, (int, float))
+                and not isinstance(jump_thr, bool) and 0 < jump_thr <= 1):
             raise ValueError(f'jump_thr must be in (0, 1], got {jump_thr!r}')
+        for name, value in (('by_stage', by_stage), ('flops', flops),
+                            ('activation', activation)):
+            if not isinstance(value, bool):
+                raise ValueError(f'{name} must be True or False, got '
+                                 f'{value!r}')
+        if not isinstance(out_dir, str) or not out_dir.strip():
+            raise ValueError('out_dir must be a folder name (in the work '
+                             f'dir), got {out_dir!r}')
         self.interval = interval
         self.gamma_thr = gamma_thr
         self.prob_thr = prob_thr
@@ -264,6 +276,7 @@ class CollapseMonitorHook(Hook):
         self._flops_failed = False
         self._probe: Optional[ActivationProbe] = None
         self._start_pending = False
+        self._warned_diverged = False
         # (iteration label, inactive masks) of the last probe taken
         self._inactive: Optional[tuple] = None
 
@@ -320,33 +333,39 @@ class CollapseMonitorHook(Hook):
         if self._last is None:
             self._measure(runner, runner.iter)
             self._start_pending = True
+        if self.activation:
+            # On every norm layer for the whole run, switched on in measured
+            # iterations only: a train_step that torch.compile compiles at
+            # its first call (Runner's compile=True) sees hooks that exist
+            # then, never ones added later.
+            if self._probe is not None:
+                self._probe.detach()
+            model = _unwrap(runner.model)
+            self._probe = ActivationProbe(
+                model, [name for name, _, _ in norm_layers(model)])
+            self._probe.enabled = False
+            self._probe.attach()
 
     def before_train_iter(self,
                           runner,
                           batch_idx: int,
                           data_batch=None) -> None:
-        """Put the activation probe on the norm layers if this iteration will
-        be measured (or is the run's first: its forward sees the weights of the
-        start-of-training measurement).
+        """Switch the activation probe on if this iteration will be measured
+        (or is the run's first: its forward sees the weights of the start-of-
+        training measurement).
 
         Args:
             runner (Runner): The runner of the training process.
             batch_idx (int): The index of the batch in the epoch.
             data_batch (dict or tuple or list, optional): The batch.
         """
-        if not self.activation:
+        if self._probe is None:
             return
         if (self._start_pending
                 or self.every_n_train_iters(runner, self.interval)
                 or self._ends_epoch(runner, batch_idx)):
-            model = _unwrap(runner.model)
-            # Before the graph is read (the first iteration) every norm
-            # layer; then only those the measure covers.
-            names = (
-                self._flops_map.rectified_layers if self._flops_map is not None
-                else [name for name, _, _ in norm_layers(model)])
-            self._probe = ActivationProbe(model, names)
-            self._probe.__enter__()
+            self._probe.reset()
+            self._probe.enabled = True
 
     def after_train_iter(self,
                          runner,
@@ -364,10 +383,14 @@ class CollapseMonitorHook(Hook):
                 first image feeds the graph pass).
             outputs (dict, optional): The outputs of the train step.
         """
-        if self._probe is not None:
-            self._probe.__exit__(None, None, None)
+        if self._probe is not None and self._probe.enabled:
+            self._probe.enabled = False
             inactive = self._probe.inactive
-            self._probe = None
+            if self._flops_map is not None:
+                # Before the graph is read (the first iteration) every norm
+                # layer; then only those the measure covers.
+                covered = set(self._flops_map.rectified_layers)
+                inactive = {n: m for n, m in inactive.items() if n in covered}
             if self._start_pending:
                 # The first iteration's forward ran on the weights of the
                 # start-of-training measurement.
@@ -404,6 +427,9 @@ class CollapseMonitorHook(Hook):
         Args:
             runner (Runner): The runner of the training process.
         """
+        if self._probe is not None:
+            self._probe.detach()
+            self._probe = None
         self.write_report(runner)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
@@ -501,9 +527,21 @@ class CollapseMonitorHook(Hook):
             trans = dict(entered_dead=0, recovered=0)
 
         hub = runner.message_hub
-        for key in ('collapsed', 'dead', 'inactive', 'sparsity', 'zero_init'):
+        for key in ('collapsed', 'dead', 'inactive', 'sparsity', 'zero_init',
+                    'diverged'):
             if key in summary:
                 hub.update_scalar(f'train/collapse/{key}', summary[key])
+        if summary['diverged'] > 0 and not self._warned_diverged:
+            self._warned_diverged = True
+            layers = [r['name'] for r in stats.per_layer() if r['diverged']]
+            runner.logger.warning(
+                f'CollapseMonitorHook: the run diverged: '
+                f'{100 * summary["diverged"]:.1f} % of the channels (in '
+                f'{len(layers)} layers, e.g. {", ".join(layers[:3])}) have '
+                f'NaN or inf gamma or beta at iteration {it}. That is not '
+                'filter collapse; they are left out of the collapsed and '
+                'dead shares (lower the lr, clip gradients, or resume from '
+                'an earlier checkpoint).')
         for key, value in trans.items():
             hub.update_scalar(f'train/collapse/{key}', value)
         if self.by_stage:
@@ -560,7 +598,10 @@ class CollapseMonitorHook(Hook):
                 'pair once',
                 zero_init='layers whose every gamma is exactly 0 (by design, '
                 'e.g. zero_init_residual) or named by zero_init_layers, left '
-                'out of the shares while below the threshold'),
+                'out of the shares while below the threshold',
+                diverged='channels whose gamma or beta + alpha is NaN or '
+                'inf (a diverged run, not collapse), a share of all '
+                'channels, left out of the other shares'),
             summary=stats.summary() if stats else None,
             by_stage=stats.by_stage() if stats else None,
             layers=stats.per_layer() if stats else [],
@@ -600,5 +641,8 @@ class CollapseMonitorHook(Hook):
             f'{int(summary["rectified_channels"])} rectified channels' +
             (f', inactive {100 * summary["inactive"]:.2f} %' if 'inactive' in
              summary else '') +
-            (f', FLOPs sparsity {100 * summary["sparsity"]:.2f} %' if
-             'sparsity' in summary else '') + f'; report and plots in {out}')
+            (f', FLOPs sparsity {100 * summary["sparsity"]:.2f} %'
+             if 'sparsity' in summary else '') +
+            (f', DIVERGED {100 * summary["diverged"]:.2f} % (NaN/inf gamma '
+             'or beta)' if summary.get('diverged') else '') +
+            f'; report and plots in {out}')

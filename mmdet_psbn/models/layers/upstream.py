@@ -10,7 +10,10 @@ says everything ``import mmdet_psbn`` changes outside the package
    name, and nowhere else. Each wrapper sends ps layers to our code and
    everything else to the original function, unchanged; a model without ps
    layers goes to the original whole. The original stays reachable as
-   ``wrapper.__wrapped__``.
+   ``wrapper.__wrapped__``. The table's last three rows are not about
+   alpha: they make mmengine's checkpoint saving and ``--resume`` survive a
+   kill mid-save (fix 3 of :mod:`mmdet_psbn.compat`, whose wrappers they
+   use).
 2. torch's ``weights_only`` allow-list gains
    :data:`mmdet_psbn.compat.MMENGINE_CHECKPOINT_GLOBALS` (mmengine's
    ``HistoryBuffer``, numpy's array, scalar and dtype classes, a ``getattr``
@@ -29,7 +32,9 @@ code fuses a conv with GN or IN: there is nothing to wrap for them.
 
 Nothing else: :func:`mmdet_psbn.compat.setup_cpu_distributed` changes a
 config and starts a process group only when ``tools/train.py`` or
-``tools/test.py`` calls it.
+``tools/test.py`` calls it, and :func:`mmdet_psbn.compat.use_cpu_amp`
+registers ``CPUAmpOptimWrapper`` in the root ``OPTIM_WRAPPERS`` only when
+``tools/train.py --amp`` runs without CUDA (or a user calls it).
 
 :func:`install_upstream_patches` runs on import. Written against torch 2.13,
 mmengine 0.10.7, mmcv 2.1.0 and mmdet 3.3.0. For each :class:`Patch`:
@@ -71,6 +76,7 @@ from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch.nn as nn
 
+from ... import compat
 from .psbn import (PostShiftedBatchNorm1d, PostShiftedBatchNorm2d,
                    PostShiftedBatchNorm3d, PostShiftedSyncBatchNorm,
                    is_post_shifted, is_psbn)
@@ -99,8 +105,9 @@ class Patch(NamedTuple):
             name (``from target import name``) and call it from there; they
             are rebound too. Nothing else is.
         why (str): What the original does to a ps layer.
-        test (str): The test, under ``tests/test_models``, that shows it on
-            the original and fails once upstream is fixed.
+        test (str): The test, as a path relative to ``tests/test_models``
+            and ``::name``, that shows it on the original and fails once
+            upstream is fixed.
     """
     target: str
     name: str
@@ -477,6 +484,37 @@ PATCHES: Tuple[Patch, ...] = (
         'not find fuser method"), so fuse_modules cannot fuse a psBN model.',
         test='test_psbn_init_fuse_trace.py::'
         'test_fuse_modules_upstream_refuses_psbn'),
+    # --- not about alpha: mmengine's checkpoints and a kill (compat fix 3) --
+    Patch(
+        target='mmengine.fileio.backends.local_backend',
+        name='LocalBackend.put',
+        make=compat._make_atomic_put,
+        also_at=(),  # a method: callers reach it through the instance
+        why='writes in place: a kill mid-save leaves a truncated checkpoint '
+        'under its final name.',
+        test='../test_compat.py::test_upstream_put_leaves_a_truncated_file'),
+    Patch(
+        target='mmengine.hooks.checkpoint_hook',
+        name='CheckpointHook._save_checkpoint_with_step',
+        make=compat._make_deferred_removal,
+        also_at=(),
+        why='removes the oldest kept checkpoint before saving the new one: '
+        'with max_keep_ckpts=1 a kill mid-save leaves none.',
+        test='../test_compat.py::'
+        'test_upstream_checkpoint_hook_removes_before_saving'),
+    Patch(
+        target='mmengine.runner.checkpoint',
+        name='find_latest_checkpoint',
+        make=compat._make_find_latest_checkpoint,
+        # Runner.load_or_resume, FlexibleRunner; the strategies import it
+        # from mmengine.runner when called.
+        also_at=('mmengine.runner', 'mmengine.runner.runner',
+                 'mmengine.runner._flexible_runner'),
+        why='returns whatever last_checkpoint says: empty after a kill '
+        'mid-write (resume fails), a missing file, or None when the kill '
+        'came between a checkpoint and last_checkpoint (restart from 0).',
+        test='../test_compat.py::'
+        'test_upstream_find_latest_checkpoint_trusts_last_checkpoint'),
 )
 
 

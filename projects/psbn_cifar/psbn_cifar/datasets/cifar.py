@@ -81,12 +81,37 @@ def _missing_message(root: str, folder: str, missing: Sequence[str]) -> str:
             f'set with `python tools/misc/make_toy_cifar.py {root}`')
 
 
+#: What a CIFAR-10 pickle may name: numpy's array (and scalar)
+#: reconstruction, under the module names of numpy 1 and 2.
+_CIFAR_GLOBALS = {
+    (module, name)
+    for module in ('numpy.core.multiarray', 'numpy._core.multiarray')
+    for name in ('_reconstruct', 'scalar')
+} | {('numpy', 'ndarray'), ('numpy', 'dtype')}
+
+
+class _CIFARUnpickler(pickle.Unpickler):
+    """Loads numpy arrays, lists, dicts and strings, and nothing that runs
+    code: a pickle naming any other global (``os.system``...) is refused."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(
+                f'global {module}.{name} is not allowed (a CIFAR-10 batch '
+                'holds only numpy arrays, lists and strings; the file was '
+                'not run)')
+        return super().find_class(module, name)
+
+
 def _load(path: str) -> dict:
     """A CIFAR pickle with ``str`` keys, whether written by Python 2 (the
-    official archive), by Python 3 with ``str`` or with ``bytes`` keys."""
+    official archive), by Python 3 with ``str`` or with ``bytes`` keys.
+
+    Only numpy's array globals are allowed (:class:`_CIFARUnpickler`).
+    """
     with open(path, 'rb') as f:
         try:
-            entry = pickle.load(f, encoding='latin1')
+            entry = _CIFARUnpickler(f, encoding='latin1').load()
         except Exception as e:
             raise CIFARDataError(
                 f'{path!r} is not a CIFAR-10 pickle ({type(e).__name__}: '
