@@ -3,10 +3,14 @@
 collapse in training (real digits; random labels, paper §3.3), as figures,
 one JSON of numbers and markdown tables.
 
-    python tools/collapse_lab.py [--quick | --settings FILE] [--out-dir docs/]
+    python tools/collapse_lab.py [--quick | --settings FILE] [--out-dir DIR]
                                  [--skip-training] [--workers 2] [--threads 2]
 
-Writes ``<out-dir>/lab_theorem1.png``, ``lab_recovery.png``, the training
+The full run (the default settings) writes into ``docs/``, whose figures
+and tables it makes; ``--quick`` and ``--settings`` write into
+``work_dirs/collapse_lab`` unless ``--out-dir`` says otherwise, so that a
+trial run never replaces the documented figures. Writes
+``<out-dir>/lab_theorem1.png``, ``lab_recovery.png``, the training
 figures (full mode: ``lab_restarts.png``, ``lab_finetune.png``,
 ``lab_lr.png``, ``lab_gamma_init.png``, ``lab_early.png``,
 ``lab_random_labels.png``; quick mode: ``lab_finetune.png``),
@@ -55,7 +59,9 @@ def main(argv=None):
         help='a settings JSON file, or the name of one in '
         'projects/collapse_lab/settings (default: full)')
     parser.add_argument(
-        '--out-dir', default='docs', help='where figures and the JSON go')
+        '--out-dir',
+        help='where figures and the JSON go (default: docs for the full '
+        'run, work_dirs/collapse_lab for --quick and --settings)')
     parser.add_argument(
         '--skip-training',
         action='store_true',
@@ -78,6 +84,9 @@ def main(argv=None):
         raise InputError(f'--threads must be >= 1, got {args.threads}')
     if args.workers < 1:
         raise InputError(f'--workers must be >= 1, got {args.workers}')
+    if args.out_dir is None:
+        args.out_dir = ('docs' if not (args.quick or args.settings) else
+                        osp.join('work_dirs', 'collapse_lab'))
     check_out_dir(args.out_dir, '--out-dir')
     settings = args.settings or ('quick' if args.quick else 'full')
     shape = ('give quick, full or a JSON file shaped like '

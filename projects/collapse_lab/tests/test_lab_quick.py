@@ -113,6 +113,27 @@ def test_early_curve_reports_test_accuracy(digits):
     assert all(0 <= r['test_acc'] <= 1 for r in rows)
 
 
+def test_quick_run_without_out_dir_leaves_docs_alone(tmp_path):
+    """A trial run (``--quick``, here its cheap parts) writes into
+    ``work_dirs/collapse_lab`` of the current folder, never into ``docs/``,
+    whose figures only the full run makes."""
+    proc = subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools', 'collapse_lab.py'), '--quick',
+        '--skip-training'
+    ],
+                          cwd=tmp_path,
+                          capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    written = sorted(
+        p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob('*')
+        if p.is_file())
+    assert 'work_dirs/collapse_lab/lab_results_quick.json' in written
+    assert 'work_dirs/collapse_lab/lab_theorem1.png' in written
+    assert all(p.startswith('work_dirs/collapse_lab/') for p in written)
+
+
 def test_quick_command_writes_figures_and_numbers(tmp_path):
     """``python tools/collapse_lab.py --quick``, as the README gives it."""
     proc = subprocess.run([
