@@ -57,7 +57,7 @@ param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False,
                         begin=0, end=4)]
 default_hooks = dict(
     logger=dict(interval=1),
-    checkpoint=dict(by_epoch=False, interval={ckpt}, max_keep_ckpts=5))
+    checkpoint=dict(by_epoch=False, interval={ckpt}, max_keep_ckpts={keep}))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)
 # Keep every detection, so that pycocotools evaluates even an untrained model
@@ -66,8 +66,19 @@ model = dict(test_cfg=dict(score_thr=0.0))
 """
 
 
-def iter_schedule(iters, ckpt=None):
-    return ITER_SCHEDULE.format(iters=iters, ckpt=ckpt or iters)
+def iter_schedule(iters, ckpt=None, keep=5):
+    return ITER_SCHEDULE.format(iters=iters, ckpt=ckpt or iters, keep=keep)
+
+
+#: After :func:`iter_schedule`: the toy RetinaNet slimmed for tests that
+#: train it several times (R18 with psBN, a 64-channel FPN and head).
+SLIM_PSBN_MODEL = """
+model = dict(
+    backbone=dict(depth=18, norm_cfg=dict(type='psBN', requires_grad=True)),
+    neck=dict(in_channels=[64, 128, 256, 512], out_channels=64),
+    bbox_head=dict(in_channels=64, feat_channels=64, stacked_convs=1),
+    test_cfg=dict(score_thr=0.0))
+"""
 
 
 def free_port():

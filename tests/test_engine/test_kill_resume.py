@@ -32,32 +32,20 @@ import torch
 
 from mmdet_psbn.compat import is_complete_checkpoint
 from mmdet_psbn.utils.io import load_checkpoint
-from ..conftest import HELPERS, REPO, write_toy_config
+from ..conftest import (HELPERS, REPO, SLIM_PSBN_MODEL, iter_schedule,
+                        write_toy_config)
 
 ITERS = 12
 ROUNDS = 3
 LOGGED = re.compile(r'Iter\(train\) \[\s*(\d+)/%d\]' % ITERS)
 RESUMED = re.compile(r'resumed epoch: 0, iter: (\d+)')
 
-#: A slimmer toy RetinaNet (R18, 64-channel FPN and head) with psBN.
-EXTRA = f"""
+#: The slim toy psBN RetinaNet, a checkpoint every 2 iterations, one kept.
+EXTRA = iter_schedule(
+    ITERS, ckpt=2, keep=1) + SLIM_PSBN_MODEL + """
 custom_imports = dict(imports=['mmdet_psbn', 'kill_during_save_hook'],
                       allow_failed_imports=False)
 custom_hooks = [dict(type='KillDuringSaveHook')]
-model = dict(
-    backbone=dict(depth=18, norm_cfg=dict(type='psBN', requires_grad=True)),
-    neck=dict(in_channels=[64, 128, 256, 512], out_channels=64),
-    bbox_head=dict(in_channels=64, feat_channels=64, stacked_convs=1),
-    test_cfg=dict(score_thr=0.0))
-train_cfg = dict(_delete_=True, type='IterBasedTrainLoop',
-                 max_iters={ITERS}, val_interval={ITERS})
-param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False,
-                        begin=0, end=4)]
-default_hooks = dict(
-    logger=dict(interval=1),
-    checkpoint=dict(by_epoch=False, interval=2, max_keep_ckpts=1))
-log_processor = dict(by_epoch=False)
-randomness = dict(seed=0)
 """
 
 

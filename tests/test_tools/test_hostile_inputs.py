@@ -33,7 +33,7 @@ FIX_WORDS = ('give', 'pass', 'use', 'put', 'replace', 'point', 'fix', 'make',
 
 
 def test_corpus_size():
-    """The count docs/errors.md quotes."""
+    """The count docs/errors.md and the README quote."""
     print(f'hostile inputs: {NUM_CASES} ({len(TOOL_CASES)} tool runs, '
           f'{len(CTOR_CASES)} constructor calls)')
     assert NUM_CASES >= 300
@@ -41,6 +41,9 @@ def test_corpus_size():
     with open(osp.join(TOOLS, '..', 'docs', 'errors.md')) as f:
         assert f'**{NUM_CASES} hostile inputs**: {len(TOOL_CASES)} tool' \
             in ' '.join(f.read().split())
+    # So does the README's "What we promise".
+    with open(osp.join(TOOLS, '..', 'README.md')) as f:
+        assert f'({NUM_CASES} generated cases' in f.read()
     assert len({c.id for c in TOOL_CASES}) == len(TOOL_CASES)
     assert len({c.id for c in CTOR_CASES}) == len(CTOR_CASES)
 

@@ -21,31 +21,19 @@ import sys
 import torch
 
 from mmdet_psbn.utils.io import load_checkpoint
-from ..conftest import HELPERS, REPO, TOOLS, free_port, write_toy_config
+from ..conftest import (HELPERS, REPO, SLIM_PSBN_MODEL, TOOLS, free_port,
+                        iter_schedule, write_toy_config)
 
 ITERS = 8
 LOGGED = re.compile(r'Iter\(train\) \[\s*(\d+)/%d\]' % ITERS)
 
-#: The toy RetinaNet slimmed (R18, 64-channel FPN and head), with psBN and
-#: the collapse monitor; a checkpoint every 4 iterations.
-EXTRA = f"""
+#: The slim toy psBN RetinaNet with the collapse monitor; a checkpoint
+#: every 4 iterations.
+EXTRA = iter_schedule(
+    ITERS, ckpt=4, keep=2) + SLIM_PSBN_MODEL + """
 custom_imports = dict(imports=['mmdet_psbn', 'write_audit'],
                       allow_failed_imports=False)
 custom_hooks = [dict(type='CollapseMonitorHook', interval=2)]
-model = dict(
-    backbone=dict(depth=18, norm_cfg=dict(type='psBN', requires_grad=True)),
-    neck=dict(in_channels=[64, 128, 256, 512], out_channels=64),
-    bbox_head=dict(in_channels=64, feat_channels=64, stacked_convs=1),
-    test_cfg=dict(score_thr=0.0))
-train_cfg = dict(_delete_=True, type='IterBasedTrainLoop',
-                 max_iters={ITERS}, val_interval={ITERS})
-param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False,
-                        begin=0, end=4)]
-default_hooks = dict(
-    logger=dict(interval=1),
-    checkpoint=dict(by_epoch=False, interval=4, max_keep_ckpts=2))
-log_processor = dict(by_epoch=False)
-randomness = dict(seed=0)
 """
 
 
