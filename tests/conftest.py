@@ -87,22 +87,58 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run_tool(args, cwd=None, env=None, timeout=600):
-    """Run a tool as a user would and return the CompletedProcess.
-
-    ``python`` in the shell scripts is this interpreter (``PYTHON``).
-    """
-    full_env = dict(os.environ)
-    full_env.update(PYTHON=sys.executable, PYTHONUNBUFFERED='1')
+def tool_env(env=None):
+    """The environment the tools run in: ``python`` in the shell scripts is
+    this interpreter (``PYTHON``), output unbuffered, ``tests/helpers``
+    importable (``custom_imports`` of test hooks); then ``env``."""
+    full_env = dict(os.environ, PYTHON=sys.executable, PYTHONUNBUFFERED='1')
     full_env['PYTHONPATH'] = os.pathsep.join(
         [HELPERS, full_env.get('PYTHONPATH', '')]).rstrip(os.pathsep)
     full_env.update(env or {})
-    if args[0].endswith('.py'):
-        args = [sys.executable] + list(args)
-    return subprocess.run([str(a) for a in args],
-                          cwd=cwd or REPO,
-                          env=full_env,
-                          stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT,
-                          text=True,
-                          timeout=timeout)
+    return full_env
+
+
+def _command(args):
+    args = [sys.executable] + list(args) if args[0].endswith('.py') else args
+    return [str(a) for a in args]
+
+
+def run_tool(args, cwd=None, env=None, timeout=600):
+    """Run a tool as a user would and return the CompletedProcess (stdout and
+    stderr together)."""
+    return subprocess.run(
+        _command(args),
+        cwd=cwd or REPO,
+        env=tool_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout)
+
+
+def start_tool(args, env=None):
+    """Start a tool as :func:`run_tool` runs it, and return its Popen, whose
+    ``stdout`` (stderr too) a test reads line by line."""
+    return subprocess.Popen(
+        _command(args),
+        cwd=REPO,
+        env=tool_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True)
+
+
+def final_params_equal(work_dir, reference_dir, iters, note=''):
+    """Assert that ``iter_<iters>.pth`` holds the same parameters and buffers
+    in both work dirs (``note`` opens each message); return the state dict of
+    ``work_dir``'s."""
+    import torch
+
+    from mmdet_psbn.utils.io import load_checkpoint
+    got, want = (
+        load_checkpoint(osp.join(d, f'iter_{iters}.pth'))['state_dict']
+        for d in (work_dir, reference_dir))
+    assert got.keys() == want.keys()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], msg=note + key)
+    return got

@@ -5,7 +5,6 @@ import os
 import os.path as osp
 import re
 import signal
-import subprocess
 import sys
 
 import pytest
@@ -14,8 +13,8 @@ import torch
 from mmdet_psbn.engine.hooks.preemption_hook import (EXIT_PREEMPTED,
                                                      PreemptionCheckpointHook)
 from mmdet_psbn.utils.io import load_checkpoint
-from ..conftest import (HELPERS, REPO, TOOLS, free_port, iter_schedule,
-                        run_tool, write_toy_config)
+from ..conftest import (TOOLS, final_params_equal, free_port, iter_schedule,
+                        run_tool, start_tool, write_toy_config)
 
 ITERS = 12
 LOGGED = re.compile(r'Iter\(train\) \[\s*(\d+)/%d\]' % ITERS)
@@ -33,16 +32,7 @@ def train_until_sigterm(args, after, env=None):
     """Start ``args`` (a training command), send SIGTERM to its process once
     iteration ``after`` is logged; return (exit status, output, last iteration
     logged before the signal)."""
-    full_env = dict(os.environ, PYTHON=sys.executable, PYTHONUNBUFFERED='1')
-    full_env['PYTHONPATH'] = os.pathsep.join(
-        [HELPERS, full_env.get('PYTHONPATH', '')]).rstrip(os.pathsep)
-    full_env.update(env or {})
-    proc = subprocess.Popen([str(a) for a in args],
-                            cwd=REPO,
-                            env=full_env,
-                            stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT,
-                            text=True)
+    proc = start_tool(args, env)
     out, seen = [], 0
     try:
         for line in proc.stdout:
@@ -96,12 +86,7 @@ def test_sigterm_saves_current_iteration_and_resume_is_exact(
     proc = run_tool(['tools/train.py', cfg, '--work-dir', full_dir])
     assert proc.returncode == 0, proc.stdout[-5000:]
 
-    full, resumed = (
-        load_checkpoint(osp.join(d, f'iter_{ITERS}.pth'))['state_dict']
-        for d in (full_dir, cut_dir))
-    assert full.keys() == resumed.keys()
-    for key in full:
-        torch.testing.assert_close(resumed[key], full[key], msg=key)
+    final_params_equal(cut_dir, full_dir, ITERS)
 
 
 def test_sigterm_to_torchrun_stops_every_rank_at_the_same_iteration(

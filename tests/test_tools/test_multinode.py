@@ -15,14 +15,9 @@ import os
 import os.path as osp
 import re
 import signal
-import subprocess
-import sys
 
-import torch
-
-from mmdet_psbn.utils.io import load_checkpoint
-from ..conftest import (HELPERS, REPO, SLIM_PSBN_MODEL, TOOLS, free_port,
-                        iter_schedule, write_toy_config)
+from ..conftest import (SLIM_PSBN_MODEL, TOOLS, final_params_equal, free_port,
+                        iter_schedule, start_tool, write_toy_config)
 
 ITERS = 8
 LOGGED = re.compile(r'Iter\(train\) \[\s*(\d+)/%d\]' % ITERS)
@@ -39,19 +34,10 @@ custom_hooks = [dict(type='CollapseMonitorHook', interval=2)]
 
 def _launch(cfg, work_dir, gpus, env):
     """``tools/dist_train.sh CONFIG GPUS --work-dir DIR --resume``."""
-    full_env = dict(os.environ, PYTHON=sys.executable, PYTHONUNBUFFERED='1')
-    full_env['PYTHONPATH'] = os.pathsep.join(
-        [HELPERS, full_env.get('PYTHONPATH', '')]).rstrip(os.pathsep)
-    full_env.update(env)
-    return subprocess.Popen([
-        osp.join(TOOLS, 'dist_train.sh'), cfg,
-        str(gpus), '--work-dir', work_dir, '--resume'
-    ],
-                            cwd=REPO,
-                            env=full_env,
-                            stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT,
-                            text=True)
+    return start_tool([
+        osp.join(TOOLS, 'dist_train.sh'), cfg, gpus, '--work-dir', work_dir,
+        '--resume'
+    ], env)
 
 
 def _descendants(pid):
@@ -172,10 +158,5 @@ def test_two_nodes_on_localhost_train_resume_and_equal_one_node(
     log, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, log[-5000:]
 
-    two, one = (
-        load_checkpoint(osp.join(d, f'iter_{ITERS}.pth'))['state_dict']
-        for d in (work_dir, one_node))
-    assert two.keys() == one.keys()
+    two = final_params_equal(work_dir, one_node, ITERS)
     assert any('alpha' in k for k in two)
-    for key in two:
-        torch.testing.assert_close(two[key], one[key], msg=key)
