@@ -204,7 +204,8 @@ def run_tool(main: Callable[[Optional[list]], Any],
     checkpoint was saved in it, so a refused run leaves nothing behind.
     Any other exception is a bug, not an input error: it ends in its
     traceback and Python's exit status 1, and its work dir (with the logs)
-    is kept for the report.
+    is kept for the report. However it ends, the process group of a
+    distributed run is destroyed.
 
     Args:
         main (callable): The tool's ``main``; what it returns is ignored.
@@ -227,6 +228,21 @@ def run_tool(main: Callable[[Optional[list]], Any],
         sys.exit(EXIT_INPUT_ERROR)
     finally:
         del _new_work_dirs[:]
+        _end_process_group()
+
+
+def _end_process_group() -> None:
+    """Destroy the default process group, if the tool made one (``--launcher
+    pytorch``), as torch asks of every program that does.
+
+    mmengine's Runner leaves it alive. Then gloo's threads can outlive the
+    interpreter's shutdown and abort a process whose work is done (SIGABRT,
+    "terminate called without an active exception"), which torchrun reports as
+    a failed run, and a batch script as a job to rerun.
+    """
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 @contextmanager

@@ -47,3 +47,27 @@ def test_load_config_applies_options_and_work_dir(train_tool, toy_coco,
     assert cfg.train_dataloader.batch_size == 4
     assert cfg.randomness.seed == 7  # a new key without a namesake is fine
     assert cfg.work_dir == osp.join('./work_dirs', 'my_cfg')
+
+
+@pytest.mark.parametrize('fails', [False, True])
+def test_run_tool_destroys_the_process_group(fails):
+    """A distributed tool's process group ends with the tool, whether it
+    finished or not: a live gloo group at interpreter shutdown can abort a
+    finished process."""
+    import torch.distributed as dist
+
+    from mmdet_psbn.utils.tools import run_tool
+
+    def main(argv):
+        dist.init_process_group(
+            'gloo', store=dist.HashStore(), rank=0, world_size=1)
+        assert dist.is_initialized()
+        if fails:
+            raise RuntimeError('a bug')
+
+    if fails:
+        with pytest.raises(RuntimeError, match='a bug'):
+            run_tool(main, [])
+    else:
+        run_tool(main, [])
+    assert not dist.is_initialized()
